@@ -1,0 +1,176 @@
+/**
+ * Abuse limits, all answered with the protocol's 429 LIMIT_EXCEEDED, `Retry-After` in
+ * delta-seconds and `X-RateLimit-Reset` in Unix seconds. They guard the server, never budgets:
+ * a throttled request is refused before its body is read and touches no ledger.
+ *
+ *  - per client address (before authentication, so it also covers bad keys and unknown routes);
+ *  - per API key (after authentication; the admin key counts as one key);
+ *  - repeated authentication failures per client address: past the limit, every request from
+ *    that address is refused until the window ends, so keys cannot be guessed at speed.
+ *
+ * Health, readiness, metrics and the API docs are never limited. Counters live in this process
+ * (@fastify/rate-limit's LRU store); several processes behind one balancer each apply them.
+ */
+import rateLimit from '@fastify/rate-limit';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Config } from '../config.js';
+import { CyclesError } from '../ledger/errors.js';
+import { authFailures, rateLimited } from './metrics.js';
+
+/** Most distinct clients tracked per limit; the least recently seen are forgotten first. */
+export const MAX_TRACKED_CLIENTS = 10_000;
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** Operational routes (probes, metrics, docs) that no rate limit applies to. */
+    ops?: boolean;
+    /** An operational route that checks a credential itself: repeated failures still throttle it. */
+    throttleAuth?: boolean;
+  }
+}
+
+export class LimitExceeded extends CyclesError {
+  constructor(
+    message: string,
+    readonly retryAfterSeconds: number,
+    readonly resetAtSeconds: number,
+    readonly limit: number,
+  ) {
+    super('LIMIT_EXCEEDED', message);
+  }
+}
+
+/** Adds the throttling headers a 429 carries (the error handler sends the body). */
+export function limitHeaders(reply: FastifyReply, e: LimitExceeded): void {
+  reply.header('retry-after', String(e.retryAfterSeconds));
+  reply.header('x-ratelimit-limit', String(e.limit));
+  reply.header('x-ratelimit-remaining', '0');
+  reply.header('x-ratelimit-reset', String(e.resetAtSeconds));
+}
+
+/**
+ * Failed authentications per client address in fixed windows. Only a check (`blocked`) and a
+ * count (`fail`) are needed, which the rate-limit plugin's increment-only API does not offer.
+ */
+export class AuthFailureThrottle {
+  private readonly windows = new Map<string, { count: number; resetAt: number }>();
+
+  constructor(
+    private readonly limit: number,
+    private readonly windowMs: number,
+    private readonly clock: () => number = Date.now,
+  ) {}
+
+  /** The window's end (ms) when `client` is over the limit, else undefined. */
+  blockedUntil(client: string): number | undefined {
+    const w = this.windows.get(client);
+    if (!w) return undefined;
+    if (w.resetAt <= this.clock()) {
+      this.windows.delete(client);
+      return undefined;
+    }
+    return w.count >= this.limit ? w.resetAt : undefined;
+  }
+
+  fail(client: string): void {
+    const now = this.clock();
+    let w = this.windows.get(client);
+    if (!w || w.resetAt <= now) {
+      if (this.windows.size >= MAX_TRACKED_CLIENTS) this.evict(now);
+      w = { count: 0, resetAt: now + this.windowMs };
+    }
+    w.count += 1;
+    // Re-insert so the map stays in least-recently-failed order for eviction.
+    this.windows.delete(client);
+    this.windows.set(client, w);
+  }
+
+  private evict(now: number): void {
+    for (const [k, w] of this.windows) if (w.resetAt <= now) this.windows.delete(k);
+    while (this.windows.size >= MAX_TRACKED_CLIENTS) {
+      const oldest = this.windows.keys().next().value;
+      if (oldest === undefined) break;
+      this.windows.delete(oldest);
+    }
+  }
+}
+
+type Check = (req: FastifyRequest) => Promise<{ isAllowed: boolean; max?: number; remaining?: number; ttl?: number; isExceeded?: boolean }>;
+
+const isOpsRoute = (req: FastifyRequest): boolean => req.routeOptions.config?.ops === true;
+
+function exceeded(kind: string, max: number, ttlMs: number, now: number): LimitExceeded {
+  const retryAfter = Math.max(1, Math.ceil(ttlMs / 1000));
+  return new LimitExceeded(`Rate limit exceeded (${kind}); retry after ${retryAfter} s`, retryAfter, Math.ceil((now + ttlMs) / 1000), max);
+}
+
+/**
+ * Registers the limits as hooks. `beforeAuth` must run before the authentication hook and
+ * `afterAuth` after it; the caller adds them in that order.
+ */
+export async function setupLimits(app: FastifyInstance, config: Config): Promise<{
+  beforeAuth: (req: FastifyRequest, reply: FastifyReply) => Promise<void>;
+  afterAuth: (req: FastifyRequest, reply: FastifyReply) => Promise<void>;
+  onResponse: (req: FastifyRequest, reply: FastifyReply) => void;
+}> {
+  await app.register(rateLimit, { global: false, cache: MAX_TRACKED_CLIENTS });
+  const window = config.rateLimitWindowMs;
+  const perIp: Check | undefined =
+    config.rateLimitPerIp > 0 ? app.createRateLimit({ max: config.rateLimitPerIp, timeWindow: window, keyGenerator: (r) => `ip:${r.ip}` }) : undefined;
+  const perKey: Check | undefined =
+    config.rateLimitPerKey > 0
+      ? app.createRateLimit({
+          max: config.rateLimitPerKey,
+          timeWindow: window,
+          keyGenerator: (r) => {
+            const p = r.cycles.principal;
+            return p?.kind === 'tenant' ? `key:${p.keyId}` : p?.kind === 'admin' ? 'admin' : `ip:${r.ip}`;
+          },
+        })
+      : undefined;
+  const throttle = config.authFailureLimit > 0 ? new AuthFailureThrottle(config.authFailureLimit, window) : undefined;
+
+  const apply = async (check: Check | undefined, kind: string, req: FastifyRequest, reply: FastifyReply) => {
+    if (!check) return;
+    const r = await check(req);
+    if (r.isAllowed || r.max === undefined) return;
+    const now = Date.now();
+    reply.header('x-ratelimit-limit', String(r.max));
+    reply.header('x-ratelimit-remaining', String(r.remaining ?? 0));
+    reply.header('x-ratelimit-reset', String(Math.ceil((now + (r.ttl ?? 0)) / 1000)));
+    if (r.isExceeded) {
+      rateLimited.inc({ limit: kind });
+      throw exceeded(kind === 'ip' ? 'requests per client address' : 'requests per API key', r.max, r.ttl ?? window, now);
+    }
+  };
+
+  return {
+    async beforeAuth(req, reply) {
+      const ops = isOpsRoute(req);
+      if (ops && req.routeOptions.config?.throttleAuth !== true) return;
+      if (throttle) {
+        const until = throttle.blockedUntil(req.ip);
+        if (until !== undefined) {
+          rateLimited.inc({ limit: 'auth_failures' });
+          const now = Date.now();
+          throw new LimitExceeded(
+            `Too many failed authentications from this address; retry after ${Math.max(1, Math.ceil((until - now) / 1000))} s`,
+            Math.max(1, Math.ceil((until - now) / 1000)),
+            Math.ceil(until / 1000),
+            config.authFailureLimit,
+          );
+        }
+      }
+      if (!ops) await apply(perIp, 'ip', req, reply);
+    },
+    async afterAuth(req, reply) {
+      if (isOpsRoute(req) || !req.cycles.principal) return;
+      await apply(perKey, 'key', req, reply);
+    },
+    onResponse(req, reply) {
+      if (reply.statusCode !== 401) return;
+      authFailures.inc();
+      throttle?.fail(req.ip);
+    },
+  };
+}

@@ -1,0 +1,184 @@
+/**
+ * One connection abstraction over a single Redis server and a Redis Cluster (node-redis).
+ * Commands are raw argument lists routed by their first key; scripts go out as EVALSHA and
+ * fall back to EVAL (which also caches the script on that node) when the node answers NOSCRIPT,
+ * e.g. after a restart, a failover or on a cluster node that has not seen the script yet.
+ */
+import { createHash } from 'node:crypto';
+import { createClient, createCluster, type RedisClientType, type RedisClusterType } from 'redis';
+import { CyclesError } from '../../ledger/errors.js';
+
+export interface RedisTarget {
+  /** redis://[user:password@]host:port[/db] of a single server. */
+  url?: string | undefined;
+  /** Seed nodes of a Redis Cluster; the topology is discovered from them. */
+  clusterUrls?: readonly string[] | undefined;
+}
+
+export class LuaScript {
+  readonly sha: string;
+  constructor(
+    readonly name: string,
+    readonly source: string,
+  ) {
+    this.sha = createHash('sha1').update(source).digest('hex');
+  }
+}
+
+/** A reply as node-redis gives it for RESP2: strings, numbers, null and nested arrays. */
+export type Reply = string | number | null | Reply[];
+
+const CONNECT_TIMEOUT_MS = 5_000;
+
+const masked = (url: string): string => url.replace(/\/\/[^@/]*@/, '//***@');
+
+/**
+ * The first connection gives up after CONNECT_TIMEOUT_MS (node-redis would retry forever);
+ * once connected, a lost connection is retried in the background and commands fail fast (503).
+ */
+async function within(connecting: Promise<unknown>, abandon: () => void): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no connection within ${CONNECT_TIMEOUT_MS} ms`)), CONNECT_TIMEOUT_MS);
+  });
+  try {
+    await Promise.race([connecting, timeout]);
+  } catch (e) {
+    abandon();
+    connecting.catch(() => undefined);
+    throw e;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function unavailable(err: unknown): CyclesError {
+  return new CyclesError('SERVICE_UNAVAILABLE', `The store is unavailable: ${(err as Error)?.message ?? String(err)}`);
+}
+
+/** Errors that mean "Redis cannot be reached" rather than "Redis refused this command". */
+const CONNECTION_ERRORS = ['ClientClosedError', 'ClientOfflineError', 'ConnectionTimeoutError', 'SocketClosedUnexpectedlyError', 'ReconnectStrategyError', 'AbortError', 'TimeoutError'];
+
+function isConnectionError(err: unknown): boolean {
+  const e = err as { name?: string; message?: string; code?: string; constructor?: { name?: string } };
+  if (!e || typeof e !== 'object') return false;
+  // node-redis errors keep name "Error": their class tells what happened.
+  if (CONNECTION_ERRORS.includes(e.constructor?.name ?? '') || CONNECTION_ERRORS.includes(e.name ?? '')) return true;
+  if (e.code && /^(ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|EHOSTUNREACH|ENOTFOUND)$/.test(e.code)) return true;
+  // A full Redis (OOM with noeviction), a demoted primary (READONLY) or a cluster in flux: the store, not the request.
+  return /^(CLUSTERDOWN|LOADING|MASTERDOWN|TRYAGAIN|OOM|READONLY|NOREPLICAS|BUSY)/.test(e.message ?? '') || /client is (offline|closed)|socket closed|connection timeout/i.test(e.message ?? '');
+}
+
+export class RedisConn {
+  private constructor(
+    private readonly client: RedisClientType | undefined,
+    private readonly cluster: RedisClusterType | undefined,
+    readonly description: string,
+  ) {}
+
+  static async open(target: RedisTarget): Promise<RedisConn> {
+    const onError = () => {
+      // Connection errors surface on the commands that hit them (as 503); reconnects are automatic.
+    };
+    try {
+      if (target.clusterUrls && target.clusterUrls.length > 0) {
+        const cluster = createCluster({
+          rootNodes: target.clusterUrls.map((url) => ({ url })),
+          defaults: { socket: { connectTimeout: CONNECT_TIMEOUT_MS }, disableOfflineQueue: true },
+        }) as unknown as RedisClusterType;
+        cluster.on('error', onError);
+        await within(cluster.connect(), () => cluster.destroy());
+        return new RedisConn(undefined, cluster, `cluster ${target.clusterUrls.map(masked).join(',')}`);
+      }
+      const url = target.url ?? 'redis://127.0.0.1:6379';
+      const client = createClient({ url, socket: { connectTimeout: CONNECT_TIMEOUT_MS }, disableOfflineQueue: true }) as unknown as RedisClientType;
+      client.on('error', onError);
+      await within(client.connect(), () => client.destroy());
+      return new RedisConn(client, undefined, masked(url));
+    } catch (e) {
+      throw unavailable(e);
+    }
+  }
+
+  get isCluster(): boolean {
+    return this.cluster !== undefined;
+  }
+
+  /** Sends one command, routed (on a cluster) by `key`; undefined goes to any node. */
+  async call<T extends Reply = Reply>(key: string | undefined, args: readonly string[], readonly = false): Promise<T> {
+    try {
+      if (this.cluster) return (await this.cluster.sendCommand(key, readonly, args as string[])) as T;
+      return (await this.client!.sendCommand(args as string[])) as T;
+    } catch (e) {
+      throw isConnectionError(e) ? unavailable(e) : e;
+    }
+  }
+
+  /** Runs a script whose keys all share one slot (KEYS[1] routes it). */
+  async run<T extends Reply = Reply>(script: LuaScript, keys: readonly string[], args: readonly (string | number)[]): Promise<T> {
+    const tail = [String(keys.length), ...keys, ...args.map(String)];
+    try {
+      return await this.call<T>(keys[0], ['EVALSHA', script.sha, ...tail]);
+    } catch (e) {
+      if (!String((e as Error)?.message).startsWith('NOSCRIPT')) throw e;
+      return this.call<T>(keys[0], ['EVAL', script.source, ...tail]);
+    }
+  }
+
+  /** Loads scripts on every reachable primary, so the first requests do not pay the NOSCRIPT round trip. */
+  async preload(scripts: readonly LuaScript[]): Promise<void> {
+    const nodes: Array<Promise<{ sendCommand(args: string[]): Promise<unknown> }>> = this.cluster
+      ? this.cluster.masters.map((m) => this.cluster!.nodeClient(m))
+      : [Promise.resolve(this.client!)];
+    await Promise.all(nodes.map(async (n) => Promise.all(scripts.map(async (s) => (await n).sendCommand(['SCRIPT', 'LOAD', s.source]))))).catch(() => undefined);
+  }
+
+  /** Runs one command on every primary (a single server is its own only primary). */
+  async onPrimaries<T>(args: readonly string[]): Promise<Array<{ node: string; reply: T }>> {
+    try {
+      if (this.cluster) {
+        return await Promise.all(
+          this.cluster.masters.map(async (m) => ({ node: `${m.host}:${m.port}`, reply: (await (await this.cluster!.nodeClient(m)).sendCommand(args as string[])) as T })),
+        );
+      }
+      return [{ node: this.description, reply: (await this.client!.sendCommand(args as string[])) as T }];
+    } catch (e) {
+      throw isConnectionError(e) ? unavailable(e) : e;
+    }
+  }
+
+  /** PING every primary (readiness means every shard answers). */
+  async ping(): Promise<void> {
+    try {
+      if (this.cluster) {
+        const masters = this.cluster.masters;
+        if (masters.length === 0) throw new Error('no cluster primaries known');
+        await Promise.all(masters.map((m) => this.cluster!.nodeClient(m).then((c) => c.sendCommand(['PING']))));
+      } else {
+        await this.client!.sendCommand(['PING']);
+      }
+    } catch (e) {
+      throw unavailable(e);
+    }
+  }
+
+  async close(): Promise<void> {
+    try {
+      if (this.cluster) await this.cluster.close();
+      else await this.client!.close();
+    } catch {
+      // already closed
+    }
+  }
+}
+
+/**
+ * The score of the first member of a `ZRANGE ... WITHSCORES` reply, as a decimal string.
+ * node-redis shapes this reply itself ([[member, score]]); a flat [member, score] is accepted too.
+ */
+export function firstScore(reply: unknown): string | undefined {
+  if (!Array.isArray(reply) || reply.length === 0) return undefined;
+  const first: unknown = reply[0];
+  const score: unknown = Array.isArray(first) ? first[1] : reply[1];
+  return score === undefined || score === null ? undefined : String(score);
+}
