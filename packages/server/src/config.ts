@@ -80,6 +80,18 @@ export interface Config {
   auditRetentionDays: number;
   /** Audit entries of failed authentications are kept this long. */
   auditUnauthenticatedRetentionDays: number;
+  /**
+   * Also audit runtime calls (reserve, commit, release, extend, decide, events) made with tenant
+   * API keys. Off by default: the reservations and the event stream already record them; runtime
+   * calls made with the admin key and failed authentications are always audited.
+   */
+  auditRuntimeRequests: boolean;
+  /**
+   * How long a process may answer from its cached copy of an API key (ms); 0 = no cache. Changes
+   * made in this process apply at once; changes made by another process sharing the store apply
+   * within this bound.
+   */
+  apiKeyCacheTtlMs: number;
 }
 
 export const DEFAULTS: Config = {
@@ -126,6 +138,8 @@ export const DEFAULTS: Config = {
   deliveryRetentionDays: 14,
   auditRetentionDays: 400,
   auditUnauthenticatedRetentionDays: 30,
+  auditRuntimeRequests: false,
+  apiKeyCacheTtlMs: 1000,
 };
 
 export class ConfigError extends Error {
@@ -300,6 +314,8 @@ export const SETTINGS: readonly Setting[] = [
   { env: 'DELIVERY_RETENTION_DAYS', key: 'deliveryRetentionDays', parse: int(1, 3650) },
   { env: 'AUDIT_RETENTION_DAYS', key: 'auditRetentionDays', parse: int(1, 36_500) },
   { env: 'AUDIT_RETENTION_UNAUTHENTICATED_DAYS', key: 'auditUnauthenticatedRetentionDays', parse: int(1, 36_500) },
+  { env: 'AUDIT_RUNTIME_REQUESTS', key: 'auditRuntimeRequests', parse: bool },
+  { env: 'API_KEY_CACHE_TTL_MS', key: 'apiKeyCacheTtlMs', parse: int(0, 60_000) },
 ];
 
 /** The variable naming the optional JSON config file. */

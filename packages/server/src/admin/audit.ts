@@ -1,10 +1,15 @@
 /**
- * The audit log: one entry per authenticated mutation (admin and runtime planes alike) and per
- * failed authentication, queued before the reply leaves (so a client that reads the log right
- * after a call finds its entry). Entries carry the actor, the tenant acted for (or a sentinel),
- * the operationId, the HTTP status, the error code, and the request and trace ids.
+ * The audit log: the record of governance activity. One entry per authenticated mutation of the
+ * governance plane, per runtime call made with the admin key (acting for a tenant, such as a
+ * forced release) and per failed authentication on any route, queued before the reply leaves (so
+ * a client that reads the log right after a call finds its entry). Runtime calls made with a
+ * tenant API key (reserve, commit, release, extend, decide, events) are not audited by default:
+ * the reservations and the event stream already record them, and an audit row would add a write
+ * to every one of them. AUDIT_RUNTIME_REQUESTS=true audits them too. Entries carry the actor,
+ * the tenant acted for (or a sentinel), the operationId, the HTTP status, the error code, and
+ * the request and trace ids.
  */
-import { randomBytes } from 'node:crypto';
+import { randomHex } from '../ids.js';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../config.js';
 import type { AppDeps } from '../http/app.js';
@@ -83,6 +88,16 @@ const OPERATIONS: Record<string, [operation: string, resourceType: string]> = {
   'POST /v1/webhooks/:id/test': ['testTenantWebhook', 'webhook'],
 };
 
+/** Runtime-plane mutations: audited for tenant keys only with AUDIT_RUNTIME_REQUESTS. */
+const RUNTIME_OPERATIONS = new Set([
+  'POST /v1/reservations',
+  'POST /v1/decide',
+  'POST /v1/events',
+  'POST /v1/reservations/:reservation_id/commit',
+  'POST /v1/reservations/:reservation_id/release',
+  'POST /v1/reservations/:reservation_id/extend',
+]);
+
 const ID_FIELDS = ['reservation_id', 'ledger_id', 'policy_id', 'key_id', 'subscription_id', 'tenant_id', 'id'] as const;
 
 export interface AuditRetention {
@@ -111,7 +126,7 @@ export function auditRetention(config: Config, env: Record<string, string | unde
   };
 }
 
-const newLogId = (): string => `log_${randomBytes(12).toString('hex')}`;
+const newLogId = (): string => `log_${randomHex(12)}`;
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -149,16 +164,22 @@ function parsePayload(payload: unknown): Record<string, unknown> | undefined {
   }
 }
 
-/** Builds the audit row of a finished request, or undefined when the request is not audited. */
-async function entryFor(req: FastifyRequest, reply: FastifyReply, payload: unknown, store: Store, retention: AuditRetention): Promise<AuditRecord | undefined> {
+/** Whether a finished request gets an audit row (see the top of this file). */
+function audited(req: FastifyRequest, status: number, runtimeToo: boolean): boolean {
   const url = req.routeOptions.url;
   // Router-level failures (no route, malformed URL) never reached the request context.
-  if (!url || !url.startsWith('/v1/') || !req.cycles) return undefined;
+  if (!url || !url.startsWith('/v1/') || !req.cycles) return false;
+  const principal = req.cycles.principal;
+  if (principal === undefined && (status === 401 || status === 403)) return true;
+  if (req.method === 'GET' || req.method === 'HEAD' || req.method === 'OPTIONS') return false;
+  return runtimeToo || principal?.kind !== 'tenant' || !RUNTIME_OPERATIONS.has(`${req.method} ${url}`);
+}
+
+/** Builds the audit row of a finished request that is audited. */
+async function entryFor(req: FastifyRequest, reply: FastifyReply, payload: unknown, store: Store, retention: AuditRetention): Promise<AuditRecord> {
+  const url = req.routeOptions.url!;
   const status = reply.statusCode;
-  const principal = req.cycles?.principal;
-  const mutation = req.method !== 'GET' && req.method !== 'HEAD' && req.method !== 'OPTIONS';
-  const authFailure = principal === undefined && (status === 401 || status === 403);
-  if (!mutation && !authFailure) return undefined;
+  const principal = req.cycles.principal;
   const now = Date.now();
   const key = `${req.method} ${url}`;
   const [operation, resourceType] = OPERATIONS[key] ?? [`${req.method}:${url}`, undefined];
@@ -226,10 +247,12 @@ export function registerGovernanceHooks(app: FastifyInstance, { store, config }:
   // (sharing its fsync with other work) ahead of any request the client can send next. It is
   // not awaited: the operation itself has already committed, and a lost audit row (a crash in
   // the instant between reply and group commit) must never turn it into a failure.
+  const runtimeToo = config.auditRuntimeRequests === true;
   app.addHook('onSend', async (req, reply, payload) => {
     try {
+      if (!audited(req, reply.statusCode, runtimeToo)) return payload;
       const entry = await entryFor(req, reply, payload, store, retention);
-      if (entry) store.appendAudit([entry]).catch((err: unknown) => req.log.error({ err }, 'could not write the audit entry'));
+      store.appendAudit([entry]).catch((err: unknown) => req.log.error({ err }, 'could not write the audit entry'));
     } catch (err) {
       req.log.error({ err }, 'could not build the audit entry');
     }

@@ -1,13 +1,15 @@
 /**
- * The audit log: every authenticated mutation (admin and runtime) and every failed authentication
- * is recorded with actor, tenant (or the __admin__ / __unauth__ sentinel), operation, status,
- * error code, and request and trace ids; the spec's filters (exact, IN-lists with their null
- * rules, status ranges, time window, search), sorting and cursor pagination.
+ * The audit log: every authenticated mutation and every failed authentication is recorded with
+ * actor, tenant (or the __admin__ / __unauth__ sentinel), operation, status, error code, and
+ * request and trace ids; the spec's filters (exact, IN-lists with their null rules, status
+ * ranges, time window, search), sorting and cursor pagination. The main server runs with
+ * AUDIT_RUNTIME_REQUESTS on, so tenant-key runtime calls are recorded too; the last suite checks
+ * the default, where they are not.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startTestServer, type Json, type TestServer } from '../helpers/harness.js';
-import { commit, commitBody, expectError, expectStatus, qs, reserveBody, reserveOk } from '../helpers/runtime.js';
+import { commit, commitBody, decideBody, expectError, expectStatus, qs, reserveBody, reserveOk } from '../helpers/runtime.js';
 import { adminCall, auditLogs, createBudget, createKey, createTenant, fund, iso } from './support.js';
 
 let srv: TestServer;
@@ -16,7 +18,7 @@ let key: string;
 let keyId: string;
 let started: number;
 before(async () => {
-  srv = await startTestServer();
+  srv = await startTestServer({ auditRuntimeRequests: true });
   started = Date.now() - 1;
   t = await createTenant(srv);
   await createBudget(srv, t, '', 1000);
@@ -153,5 +155,47 @@ describe('filters, sorting and pages', () => {
   test('the endpoint is admin-only', async () => {
     const k = (await createKey(srv, t, { permissions: ['admin:audit:read', 'admin:read'] })).secret;
     expectError(await srv.call('GET', '/v1/admin/audit/logs', { apiKey: k }), 401, 'UNAUTHORIZED');
+  });
+});
+
+describe('by default (AUDIT_RUNTIME_REQUESTS off)', () => {
+  let plain: TestServer;
+  before(async () => {
+    plain = await startTestServer();
+  });
+  after(async () => {
+    await plain?.close();
+  });
+
+  test('tenant-key runtime calls write no audit row; admin runtime calls, governance calls and failed auth do', async () => {
+    const tenant = await createTenant(plain);
+    await createBudget(plain, tenant, '', 1000);
+    const k = await createKey(plain, tenant);
+    const r = await plain.call('POST', '/v1/reservations', { apiKey: k.secret, body: reserveBody({ tenant, agent: 'bot' }, 7) });
+    const body = expectStatus(r, 200);
+    const c = await commit(plain, k.secret, body.reservation_id, commitBody(5));
+    expectStatus(c, 200);
+    const d = await plain.call('POST', '/v1/decide', { apiKey: k.secret, body: decideBody({ tenant }, 1) });
+    expectStatus(d, 200);
+    for (const res of [r, c, d]) assert.equal((await auditLogs(plain, { request_id: res.requestId! })).length, 0, `no audit row for ${res.requestId}`);
+    assert.equal((await auditLogs(plain, { key_id: k.key_id })).length, 0);
+
+    // An admin forced release is governance activity: recorded, on behalf of the tenant.
+    const held = await reserveOk(plain, k.secret, reserveBody({ tenant }, 3));
+    const rel = await plain.call('POST', `/v1/reservations/${held.reservation_id}/release`, { admin: true, body: { idempotency_key: `rel-${held.reservation_id}` } });
+    expectStatus(rel, 200);
+    const relRows = await auditLogs(plain, { request_id: rel.requestId! });
+    assert.equal(relRows.length, 1);
+    assert.deepEqual([relRows[0].operation, relRows[0].tenant_id, relRows[0].metadata.actor_type], ['releaseReservation', tenant, 'admin_on_behalf_of']);
+
+    // A runtime call with a bad key is a failed authentication: recorded under __unauth__.
+    const bad = await plain.call('POST', '/v1/reservations', { apiKey: 'cyc_live_not-a-key', body: reserveBody({ tenant }, 1) });
+    expectError(bad, 401, 'UNAUTHORIZED');
+    assert.equal((await auditLogs(plain, { request_id: bad.requestId! }))[0]?.tenant_id, '__unauth__');
+
+    // Governance mutations still are.
+    const patch = await adminCall(plain, 'PATCH', `/v1/admin/tenants/${tenant}`, { name: 'Still audited' });
+    expectStatus(patch, 200);
+    assert.equal((await auditLogs(plain, { request_id: patch.requestId! }))[0]?.operation, 'updateTenant');
   });
 });

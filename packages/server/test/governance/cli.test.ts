@@ -15,7 +15,8 @@ const main = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 
 let srv: TestServer;
 before(async () => {
-  srv = await startTestServer();
+  // The audit tail test reads a tenant-key reserve back from the log.
+  srv = await startTestServer({ auditRuntimeRequests: true });
 });
 after(async () => {
   await srv?.close();
