@@ -2,7 +2,7 @@
  * The protocol's Event: an immutable record of a state change, written in the same atomic
  * step as the change (transactional outbox) and delivered to webhooks from there.
  */
-import { randomBytes } from 'node:crypto';
+import { randomHex } from '../ids.js';
 
 export const EVENT_CATEGORIES = ['budget', 'tenant', 'api_key', 'policy', 'reservation', 'system', 'webhook'] as const;
 export type EventCategory = (typeof EVENT_CATEGORIES)[number];
@@ -57,7 +57,7 @@ export interface EventRecord {
   body: string;
 }
 
-export const newEventRecordId = (): string => `evt_${randomBytes(8).toString('hex')}`;
+export const newEventRecordId = (): string => `evt_${randomHex(8)}`;
 
 export const categoryOf = (eventType: string): string => eventType.slice(0, Math.max(0, eventType.indexOf('.'))) || eventType;
 

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomHex } from '../ids.js';
 
 const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
 const TRACE_ID = /^[0-9a-f]{32}$/;
@@ -14,7 +14,7 @@ export interface TraceContext {
 
 function newTraceId(): string {
   let id: string;
-  do id = randomBytes(16).toString('hex');
+  do id = randomHex(16);
   while (id === ZERO_TRACE);
   return id;
 }
@@ -37,5 +37,5 @@ export function resolveTrace(traceparent: unknown, cyclesTraceId: unknown): Trac
 /** Echo a well-formed inbound X-Request-Id; otherwise issue one. */
 export function resolveRequestId(inbound: unknown): string {
   if (typeof inbound === 'string' && REQUEST_ID.test(inbound)) return inbound;
-  return `req_${randomBytes(12).toString('hex')}`;
+  return `req_${randomHex(12)}`;
 }

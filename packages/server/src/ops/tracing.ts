@@ -8,7 +8,7 @@
  * (from X-Cycles-Trace-Id or freshly generated), so logs, events, webhooks, error bodies and
  * traces all share one id. Spans are exported over OTLP/HTTP (JSON) in batches.
  */
-import { randomBytes } from 'node:crypto';
+import { randomHex } from '../ids.js';
 import { context, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Span, type Tracer } from '@opentelemetry/api';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { NodeSDK } from '@opentelemetry/sdk-node';
@@ -29,8 +29,8 @@ const TRACEPARENT = /^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
 let forcedTraceId: string | undefined;
 
 const idGenerator = {
-  generateTraceId: (): string => forcedTraceId ?? randomBytes(16).toString('hex'),
-  generateSpanId: (): string => randomBytes(8).toString('hex'),
+  generateTraceId: (): string => forcedTraceId ?? randomHex(16),
+  generateSpanId: (): string => randomHex(8),
 };
 
 const spans = new WeakMap<FastifyRequest, Span>();

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomHex } from '../../ids.js';
 import type { Amount } from '../amounts.js';
 import type { OpContext } from '../../events/model.js';
 import { CyclesError } from '../errors.js';
@@ -39,7 +39,7 @@ export interface EventCommand {
   hash: string;
 }
 
-export const newEventId = (): string => `evt_${randomBytes(16).toString('hex')}`;
+export const newEventId = (): string => `evt_${randomHex(16)}`;
 
 /**
  * createEvent: direct debit without a reservation, applied atomically to every budgeted

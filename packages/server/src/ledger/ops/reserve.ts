@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomHex } from '../../ids.js';
 import type { Amount } from '../amounts.js';
 import type { OpContext } from '../../events/model.js';
 import { CyclesError } from '../errors.js';
@@ -47,7 +47,7 @@ export interface ReserveCommand {
   hash: string;
 }
 
-export const newReservationId = (): string => `rsv_${randomBytes(16).toString('hex')}`;
+export const newReservationId = (): string => `rsv_${randomHex(16)}`;
 
 /** createReservation, live or dry-run, in one atomic step. */
 export function reserve(view: LedgerView, cmd: ReserveCommand): OpResult {

@@ -10,7 +10,7 @@
  * API keys, policies and webhook subscriptions: the order the runtime operations use for the rows
  * they share.
  */
-import { randomBytes } from 'node:crypto';
+import { randomHex } from '../../ids.js';
 import type { EventDraft, OpContext } from '../../events/model.js';
 import type { Unit } from '../../ledger/amounts.js';
 import { CyclesError, invalid } from '../../ledger/errors.js';
@@ -86,7 +86,7 @@ const withDefaults = (t: TenantRecord): TenantRecord => ({
 /** The effective status of a key: an ACTIVE key past its expiry is EXPIRED. */
 const effectiveStatus = (k: ApiKeyRecord, now: number): ApiKeyRecord['status'] => (k.status === 'ACTIVE' && k.expires_at <= now ? 'EXPIRED' : k.status);
 
-const newLogId = (): string => `log_${randomBytes(12).toString('hex')}`;
+const newLogId = (): string => `log_${randomHex(12)}`;
 
 /** UPDATE of every column of `row` except the key column. */
 function updateRow(table: string, row: Row, key: string): [string, unknown[]] {

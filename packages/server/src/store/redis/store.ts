@@ -4,7 +4,7 @@
  * writes the idempotency record and the outbox fact in the same step. Several server processes
  * can share one Redis: all correctness comes from the scripts. See docs/backends.md.
  */
-import { randomBytes } from 'node:crypto';
+import { randomHex } from '../../ids.js';
 import type { EventRecord, OpContext } from '../../events/model.js';
 import type { Unit } from '../../ledger/amounts.js';
 import { CyclesError } from '../../ledger/errors.js';
@@ -151,7 +151,7 @@ export class RedisStore implements Store {
   private async evaluate(mode: 'live' | 'dry' | 'decide', cmd: ReserveCommand | DecideCommand): Promise<{ reply: Reply[]; rid: string }> {
     const { tenantId: t, request: req, scopes, hash } = cmd;
     const k = this.keys;
-    const rid = reservationIdFor(t, randomBytes(16).toString('hex'));
+    const rid = reservationIdFor(t, randomHex(16));
     const r = req as ReserveCommand['request'];
     const keys = [
       k.tenant(t),
