@@ -7,6 +7,7 @@ import { instrumentStore, StoreHealth } from './ops/instrumented-store.js';
 import { createLoggers } from './ops/logging.js';
 import { countCommittedEvents, countWebhookOutcome } from './ops/observe.js';
 import type { Tracing } from './ops/tracing.js';
+import { ApiKeyCache } from './security/key-cache.js';
 import { randomBase62, sha256Hex } from './security/keys.js';
 import type { StoreOps } from './store/ops.js';
 import { postgresOps } from './store/postgres/ops.js';
@@ -119,7 +120,8 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
   const opened = openStore(config, { onEventsCommitted: countCommittedEvents(config.metricsTenantLabel) });
   const backend = opened.store;
   const health = new StoreHealth();
-  const store = instrumentStore(backend, { ops: opened.ops, health, tracer: tracing?.tracer });
+  const keyCache = config.apiKeyCacheTtlMs > 0 ? new ApiKeyCache({ ttlMs: config.apiKeyCacheTtlMs }) : undefined;
+  const store = instrumentStore(backend, { ops: opened.ops, health, tracer: tracing?.tracer, keyCache });
   try {
     const admin = await adminKeyHash(store, config);
     const pepper = config.keyPepper ?? (await store.putMetaIfAbsent('api_key_pepper', randomBase62(48)));
@@ -135,6 +137,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
       accessLog: loggers?.access,
       storeOps: opened.ops,
       storeHealth: health,
+      keyCache,
       tracing,
       version: VERSION,
     });

@@ -1,5 +1,5 @@
 import cors from '@fastify/cors';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import type { Config } from '../config.js';
 import { CyclesError } from '../ledger/errors.js';
 import type { Store } from '../store/types.js';
@@ -13,7 +13,9 @@ import { registerHealthRoutes } from './health.js';
 import { registerMetricsRoutes } from './metrics.js';
 import { installRequestTimeout } from './timeout.js';
 import type { StoreHealth } from '../ops/instrumented-store.js';
+import type { ApiKeyCache } from '../security/key-cache.js';
 import { setupLimits } from '../ops/limits.js';
+import { deferredChildLogger } from '../ops/logging.js';
 import { captureDecision, freshOutcome, makeObserver } from '../ops/observe.js';
 import { registerOpenApi } from '../ops/openapi.js';
 import type { Tracing } from '../ops/tracing.js';
@@ -52,6 +54,11 @@ export interface AppDeps {
   tracing?: Tracing | undefined;
   /** Version shown in the OpenAPI document. */
   version?: string | undefined;
+  /**
+   * API key records by hash (API_KEY_CACHE_TTL_MS); absent = a store lookup per request. The
+   * store given here must clear it on key writes (instrumentStore's keyCache option).
+   */
+  keyCache?: ApiKeyCache | undefined;
   /** Webhook secrets, network policy and dispatcher nudge; absent = no webhook API. */
   webhooks?: WebhookDeps | undefined;
 }
@@ -98,6 +105,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     ...(deps.logger ? { loggerInstance: deps.logger } : { logger: false }),
     // One line per request is written by the observer (ops/observe.ts), not by Fastify.
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'request_id' }),
+    // req.log is built only when something logs through it (ops/logging.ts).
+    ...(deps.logger ? { childLoggerFactory: deferredChildLogger as unknown as NonNullable<FastifyServerOptions['childLoggerFactory']> } : {}),
     bodyLimit: config.bodyLimitBytes,
     // Slow clients get 408 after this long to send a request; slow handling gets 503 (http/timeout.ts).
     requestTimeout: config.requestTimeoutMs,
@@ -155,7 +164,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   deps.tracing?.install(app);
   const limits = await setupLimits(app, config);
   app.addHook('onRequest', limits.beforeAuth);
-  app.addHook('onRequest', makeAuthenticator(deps.store, deps.secrets));
+  app.addHook('onRequest', makeAuthenticator(deps.store, deps.secrets, Date.now, deps.keyCache));
   app.addHook('onRequest', limits.afterAuth);
   // API-key last_used_at and the audit log (admin/audit.ts).
   registerGovernanceHooks(app, deps);

@@ -1,5 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { CyclesError } from '../ledger/errors.js';
+import type { ApiKeyCache } from '../security/key-cache.js';
 import { hashApiKey, sameDigest, sha256Hex } from '../security/keys.js';
 import type { Store } from '../store/types.js';
 
@@ -39,11 +40,18 @@ function header(req: FastifyRequest, name: string): string | undefined {
   return s && s.trim() !== '' ? s.trim() : undefined;
 }
 
-export function makeAuthenticator(store: Store, secrets: AuthSecrets, clock: () => number = Date.now) {
+/**
+ * `keyCache` (API_KEY_CACHE_TTL_MS) spares the store a lookup per request; status and expiry are
+ * checked on every request whether the record came from the cache or the store.
+ */
+export function makeAuthenticator(store: Store, secrets: AuthSecrets, clock: () => number = Date.now, keyCache?: ApiKeyCache) {
   const isAdmin = (presented: string) => sameDigest(sha256Hex(presented), secrets.adminKeyHash);
 
+  const findByHash = (hash: string) => store.findApiKeyByHash(hash);
+
   async function tenantPrincipal(presented: string): Promise<Principal> {
-    const key = await store.findApiKeyByHash(hashApiKey(presented, secrets.pepper));
+    const hash = hashApiKey(presented, secrets.pepper);
+    const key = keyCache ? await keyCache.lookup(hash, findByHash) : await store.findApiKeyByHash(hash);
     if (!key) throw unauthorized('Invalid API key');
     if (key.status === 'REVOKED') throw unauthorized('API key has been revoked');
     if (key.status !== 'ACTIVE' || key.expires_at <= clock()) throw unauthorized('API key has expired');

@@ -8,6 +8,7 @@
 import type { Span, Tracer } from '@opentelemetry/api';
 import { CyclesError } from '../ledger/errors.js';
 import type { StoreOps } from '../store/ops.js';
+import { KEY_WRITES } from '../security/key-cache.js';
 import type { Store } from '../store/types.js';
 import { storeOperationDuration, storeUp } from './metrics.js';
 
@@ -48,6 +49,8 @@ export interface InstrumentOptions {
   ops: StoreOps;
   health: StoreHealth;
   tracer?: Tracer | undefined;
+  /** Cleared before and after every call that can change an API key (security/key-cache.ts). */
+  keyCache?: { invalidate(): void } | undefined;
 }
 
 function unavailable(name: string, err: unknown): CyclesError {
@@ -56,7 +59,7 @@ function unavailable(name: string, err: unknown): CyclesError {
 }
 
 export function instrumentStore(store: Store, opts: InstrumentOptions): Store {
-  const { ops, health, tracer } = opts;
+  const { ops, health, tracer, keyCache } = opts;
   // Keyed by the function itself, so a method replaced on the backend is wrapped afresh.
   const wrapped = new WeakMap<object, unknown>();
   const sync = new Set<string>();
@@ -64,6 +67,7 @@ export function instrumentStore(store: Store, opts: InstrumentOptions): Store {
   const wrap = (name: string, fn: (...args: unknown[]) => unknown) => {
     const kind = WRITES.has(name) || MAINTENANCE.has(name) ? 'write' : 'read';
     const proves = !MAINTENANCE.has(name);
+    const keyWrite = KEY_WRITES.has(name);
     const timer = {
       ok: storeOperationDuration.labels(name, 'ok'),
       error: storeOperationDuration.labels(name, 'error'),
@@ -85,7 +89,7 @@ export function instrumentStore(store: Store, opts: InstrumentOptions): Store {
       }
       return down && !(err instanceof CyclesError) ? unavailable(name, err) : err;
     };
-    return (...args: unknown[]): unknown => {
+    const call = (...args: unknown[]): unknown => {
       const start = performance.now();
       const span: Span | undefined = tracer?.startSpan(`store.${name}`, { attributes: { 'db.system': store.kind, 'db.operation': name } });
       let result: unknown;
@@ -109,6 +113,21 @@ export function instrumentStore(store: Store, opts: InstrumentOptions): Store {
           throw failed(start, span, err);
         },
       );
+    };
+    if (!keyWrite || keyCache === undefined) return call;
+    // Cleared before (lookups already in flight will not be remembered) and once the write has
+    // settled (nothing read before it committed survives it), success or not.
+    const forget = () => keyCache.invalidate();
+    return (...args: unknown[]): unknown => {
+      forget();
+      let result: unknown;
+      try {
+        result = call(...args);
+      } finally {
+        if (!(result instanceof Promise)) forget();
+      }
+      if (result instanceof Promise) return result.finally(forget);
+      return result;
     };
   };
 

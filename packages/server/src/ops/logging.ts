@@ -74,3 +74,78 @@ export function createLoggers(config: Config, opts: LoggingOptions = {}): Logger
 export function createLogger(config: Config, opts: LoggingOptions = {}): Logger | undefined {
   return createLoggers(config, opts)?.logger;
 }
+
+type Level = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
+type ChildOptions = { level?: string; serializers?: unknown } & Record<string, unknown>;
+interface ParentLogger {
+  level: string;
+  child(bindings: Record<string, unknown>, options?: ChildOptions): unknown;
+  isLevelEnabled?(level: string): boolean;
+}
+
+/**
+ * The request logger (`req.log`), created on first use. Fastify builds a child logger for every
+ * request, and pino passes the child's bindings through the redaction wildcards when it does:
+ * a measurable part of a small request, for a logger that at the usual levels never writes (the
+ * access line has its own logger). This stands in for that child and builds the real one, with
+ * the same bindings and so the same redaction, the first time a call is at an enabled level.
+ */
+class DeferredChild {
+  private real: Record<string, unknown> | undefined;
+
+  constructor(
+    private readonly parent: ParentLogger,
+    private readonly bindings: Record<string, unknown>,
+  ) {}
+
+  private logger(): Record<string, unknown> {
+    return (this.real ??= this.parent.child(this.bindings) as Record<string, unknown>);
+  }
+
+  private write(level: Level, args: unknown[]): void {
+    if (this.real === undefined && this.parent.isLevelEnabled?.(level) === false) return;
+    (this.logger()[level] as (...a: unknown[]) => void)(...args);
+  }
+
+  get level(): string {
+    return this.real !== undefined ? (this.real.level as string) : this.parent.level;
+  }
+
+  set level(level: string) {
+    this.logger().level = level;
+  }
+
+  fatal(...args: unknown[]): void {
+    this.write('fatal', args);
+  }
+  error(...args: unknown[]): void {
+    this.write('error', args);
+  }
+  warn(...args: unknown[]): void {
+    this.write('warn', args);
+  }
+  info(...args: unknown[]): void {
+    this.write('info', args);
+  }
+  debug(...args: unknown[]): void {
+    this.write('debug', args);
+  }
+  trace(...args: unknown[]): void {
+    this.write('trace', args);
+  }
+  silent(): void {}
+
+  child(bindings: Record<string, unknown>, options?: ChildOptions): unknown {
+    return (this.logger().child as ParentLogger['child'])(bindings, options);
+  }
+}
+
+/**
+ * Fastify's childLoggerFactory: a deferred child (above), or the real child at once when the
+ * route sets its own log level or serializers.
+ */
+export function deferredChildLogger(logger: unknown, bindings: Record<string, unknown>, opts: ChildOptions): unknown {
+  const parent = logger as ParentLogger;
+  if (opts.level !== undefined || opts.serializers !== undefined) return parent.child(bindings, opts);
+  return new DeferredChild(parent, bindings);
+}

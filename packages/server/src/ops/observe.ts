@@ -163,6 +163,9 @@ export function makeObserver(config: Config, access?: FastifyBaseLogger): Observ
       timer.observe(reply.elapsedTime / 1000);
       if (req.outcome) countDomain(req, status, tenantLabel);
       const log = access ?? req.log;
+      // At LOG_LEVEL=warn and above the line would be dropped: do not build it.
+      const level = status >= 500 ? 'error' : 'info';
+      if ((log as { isLevelEnabled?: (l: string) => boolean }).isLevelEnabled?.(level) === false) return;
       const p = req.cycles?.principal;
       const line: Record<string, unknown> = {
         request_id: access ? req.cycles?.requestId : undefined,
@@ -179,8 +182,7 @@ export function makeObserver(config: Config, access?: FastifyBaseLogger): Observ
         duration_ms: Math.round(reply.elapsedTime * 1000) / 1000,
         ip: req.ip,
       };
-      if (status >= 500) log.error(line, 'request');
-      else log.info(line, 'request');
+      log[level](line, 'request');
     },
   };
 }

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { describe, test } from 'node:test';
 import { DEFAULTS } from '../../src/config.js';
-import { createLogger } from '../../src/ops/logging.js';
+import { createLogger, deferredChildLogger } from '../../src/ops/logging.js';
 import { ADMIN_KEY, idem, NO_LIMITS, provision, reserveBody, show, startOps } from './support.js';
 
 const parse = (lines: string[]) => lines.map((l) => JSON.parse(l) as Record<string, unknown>);
@@ -114,5 +114,35 @@ describe('redaction', () => {
     for (let i = 1; i <= 11; i++) assert.ok(!out.includes(`S${i}-secret`), `S${i} leaked: ${out}`);
     assert.ok(out.includes('[REDACTED]'));
     assert.ok(out.includes('idempotency_key'), 'ordinary fields are kept');
+  });
+});
+
+describe('the request logger (req.log)', () => {
+  test('built on first use at an enabled level: same request_id binding, same redaction', () => {
+    let out = '';
+    const sink = new Writable({
+      write(chunk, _enc, cb) {
+        out += String(chunk);
+        cb();
+      },
+    });
+    const log = createLogger({ ...DEFAULTS, logFormat: 'json', logLevel: 'warn' }, { destination: sink })!;
+    const child = deferredChildLogger(log, { request_id: 'req_probe' }, {}) as Record<string, (...a: unknown[]) => unknown> & { level: string };
+    assert.equal(child.level, 'warn');
+    child.info({ note: 'dropped' }, 'below the level');
+    child.debug('dropped too');
+    assert.equal(out, '');
+    child.error({ headers: { authorization: 'S1-secret', 'x-cycles-api-key': 'S2-secret' }, key_secret: 'S3-secret' }, 'failed');
+    const grand = child.child!({ part: 'sub' }) as Record<string, (...a: unknown[]) => unknown>;
+    grand.warn({ token: 'S4-secret' }, 'nested');
+    const lines = out.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    assert.equal(lines.length, 2);
+    assert.deepEqual([lines[0]!.request_id, lines[0]!.msg, lines[0]!.level], ['req_probe', 'failed', 'error']);
+    assert.deepEqual([lines[1]!.request_id, lines[1]!.part, lines[1]!.msg], ['req_probe', 'sub', 'nested']);
+    assert.ok(!/S[1-4]-secret/.test(out), out);
+    assert.equal((lines[0]!.headers as Record<string, unknown>).authorization, '[REDACTED]');
+    // A route with its own level gets a real child at once.
+    const own = deferredChildLogger(log, { request_id: 'req_own' }, { level: 'debug' }) as { level: string };
+    assert.equal(own.level, 'debug');
   });
 });
