@@ -1,4 +1,4 @@
-import { createHash, createHmac, createSecretKey, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
+import { createHash, randomBytes, timingSafeEqual, type Hash } from 'node:crypto';
 
 const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
 
@@ -23,17 +23,29 @@ export const API_KEY_PREFIX_LENGTH = 14;
  * (unlike bcrypt) and useless to an attacker who copies the database without the pepper.
  */
 export function hashApiKey(secret: string, pepper: string): string {
-  return createHmac('sha256', pepperKey(pepper)).update(secret).digest('hex');
+  const pads = padsFor(pepper);
+  const inner = pads.inner.copy().update(secret).digest();
+  return pads.outer.copy().update(inner).digest('hex');
 }
 
 /**
- * The pepper imported once as a KeyObject: createHmac with a string key imports it on every
- * call, which is most of the cost of hashing a short secret. Same bytes (UTF-8), same digest.
+ * HMAC-SHA-256 (RFC 2104) with the pepper's two padded key blocks hashed once: each key hash
+ * then continues from copies of those states, instead of createHmac importing the key and
+ * hashing both blocks again on every request. The digest is the same as createHmac's.
  */
-let lastPepper: { pepper: string; key: KeyObject } | undefined;
-function pepperKey(pepper: string): KeyObject {
-  if (lastPepper?.pepper !== pepper) lastPepper = { pepper, key: createSecretKey(Buffer.from(pepper, 'utf8')) };
-  return lastPepper.key;
+let lastPads: { pepper: string; inner: Hash; outer: Hash } | undefined;
+function padsFor(pepper: string): { inner: Hash; outer: Hash } {
+  if (lastPads?.pepper === pepper) return lastPads;
+  let key = Buffer.from(pepper, 'utf8');
+  if (key.length > 64) key = createHash('sha256').update(key).digest();
+  const ipad = Buffer.alloc(64, 0x36);
+  const opad = Buffer.alloc(64, 0x5c);
+  for (let i = 0; i < key.length; i++) {
+    ipad[i]! ^= key[i]!;
+    opad[i]! ^= key[i]!;
+  }
+  lastPads = { pepper, inner: createHash('sha256').update(ipad), outer: createHash('sha256').update(opad) };
+  return lastPads;
 }
 
 export const sha256Hex = (s: string): string => createHash('sha256').update(s).digest('hex');

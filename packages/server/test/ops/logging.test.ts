@@ -127,13 +127,14 @@ describe('the request logger (req.log)', () => {
       },
     });
     const log = createLogger({ ...DEFAULTS, logFormat: 'json', logLevel: 'warn' }, { destination: sink })!;
-    const child = deferredChildLogger(log, { request_id: 'req_probe' }, {}) as Record<string, (...a: unknown[]) => unknown> & { level: string };
+    type Log = { level: string; info(...a: unknown[]): void; debug(...a: unknown[]): void; warn(...a: unknown[]): void; error(...a: unknown[]): void; child(b: object): Log };
+    const child = deferredChildLogger(log, { request_id: 'req_probe' }, {}) as Log;
     assert.equal(child.level, 'warn');
     child.info({ note: 'dropped' }, 'below the level');
     child.debug('dropped too');
     assert.equal(out, '');
     child.error({ headers: { authorization: 'S1-secret', 'x-cycles-api-key': 'S2-secret' }, key_secret: 'S3-secret' }, 'failed');
-    const grand = child.child!({ part: 'sub' }) as Record<string, (...a: unknown[]) => unknown>;
+    const grand = child.child({ part: 'sub' });
     grand.warn({ token: 'S4-secret' }, 'nested');
     const lines = out.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
     assert.equal(lines.length, 2);
