@@ -169,6 +169,7 @@ export interface TenantSubscriptions {
 
 export class RedisGovernance {
   private readonly touched = new Map<string, number>();
+  private readonly pendingAudit = new Set<Promise<void>>();
   /** Subscriptions a close cascade disables once its transaction has committed. */
   private readonly toDisable = new WeakMap<SlotTx, string[]>();
 
@@ -837,7 +838,20 @@ export class RedisGovernance {
     tx.command('SET', k.auditRow(e.tenant_id, e.log_id), JSON.stringify(e), 'PXAT', e.expires_at);
   }
 
-  async appendAudit(entries: readonly AuditRecord[]): Promise<void> {
+  /**
+   * Audit rows are appended after the reply of their request is queued (not awaited by it), so
+   * a client's next request could overtake them; reads of the audit log wait for this process's
+   * pending appends first (the embedded store gets the same order from its commit groups).
+   */
+  appendAudit(entries: readonly AuditRecord[]): Promise<void> {
+    const p = this.writeAudit(entries);
+    this.pendingAudit.add(p);
+    const done = () => this.pendingAudit.delete(p);
+    p.then(done, done);
+    return p;
+  }
+
+  private async writeAudit(entries: readonly AuditRecord[]): Promise<void> {
     const k = this.keys;
     const conn = await this.conn();
     const owners = [...new Set(entries.map((e) => e.tenant_id))];
@@ -851,6 +865,7 @@ export class RedisGovernance {
   }
 
   async queryAudit(q: AuditQuery): Promise<KeyedPage<AuditRecord>> {
+    if (this.pendingAudit.size > 0) await Promise.allSettled([...this.pendingAudit]);
     const k = this.keys;
     const conn = await this.conn();
     const owners = q.tenantId ? [q.tenantId] : await this.ids(k.auditOwners());
