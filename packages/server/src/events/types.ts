@@ -1,4 +1,5 @@
 /** Stored shapes of webhook subscriptions and deliveries. */
+import { CyclesError } from '../ledger/errors.js';
 
 export interface RetryPolicy {
   max_retries: number;
@@ -90,3 +91,14 @@ function randomHex(bytes: number): string {
 
 /** Delay before retry n (1-based): min(initial * multiplier^(n-1), max). */
 export const retryDelay = (p: RetryPolicy, n: number): number => Math.min(Math.round(p.initial_delay_ms * p.backoff_multiplier ** (n - 1)), p.max_delay_ms);
+
+/**
+ * The protocol allows one replay per subscription at a time: a replay is in progress while any
+ * delivery it queued is still PENDING or RETRYING. Stores check this in the same transaction that
+ * queues the next replay, so two concurrent replays cannot both pass.
+ */
+export function replayInProgress(subscriptionId: string): CyclesError {
+  return new CyclesError('REPLAY_IN_PROGRESS', `A replay to webhook ${subscriptionId} is still being delivered; retry once its deliveries have finished`, {
+    subscription_id: subscriptionId,
+  });
+}

@@ -343,7 +343,9 @@ export function registerWebhookRoutes(app: FastifyInstance, { store }: AppDeps, 
       if (!page.hasMore || !last) break;
       after = { value: last.timestamp, id: last.event_id };
     }
-    const queued = selected.length ? await store.enqueueReplay(w.subscription_id, selected, replayId) : 0;
+    // Through the store even when nothing was selected: a replay while another is still being
+    // delivered is refused with 409 REPLAY_IN_PROGRESS either way.
+    const queued = await store.enqueueReplay(w.subscription_id, selected, replayId);
     deps.kick?.();
     return reply.code(202).send({ replay_id: replayId, events_queued: queued, estimated_completion_seconds: Math.max(1, Math.ceil(queued / 10)) });
   });

@@ -224,7 +224,10 @@ export interface Store extends GovernanceStore {
   claimDeliveries(owner: string, limit: number, leaseMs: number): Promise<ClaimedDelivery[]>;
   /** Records an attempt's outcome (retry schedule, subscription health, auto-disable, events). */
   completeDelivery(outcome: DeliveryOutcome): Promise<void>;
-  /** Queues a fresh delivery of each event to the subscription; returns how many were queued. */
+  /**
+   * Queues a fresh delivery of each event to the subscription; returns how many were queued.
+   * Throws REPLAY_IN_PROGRESS while deliveries of an earlier replay to it are still pending.
+   */
   enqueueReplay(subscriptionId: string, eventIds: string[], replayId: string): Promise<number>;
   /** Deletes events and deliveries older than their retention. */
   purgeEvents(eventRetentionMs: number, deliveryRetentionMs: number): Promise<void>;

@@ -214,6 +214,43 @@ describe('tenant boundary', () => {
     assert.equal((await srv.call('POST', `/v1/admin/webhooks/${sub.id}/replay`, { admin: true, body: { max_events: 0 } })).status, 400);
   });
 
+  test('one replay at a time per subscription: 409 REPLAY_IN_PROGRESS until its deliveries finish', async () => {
+    const t = await newTenant(srv, [{ at: '', allocated: 10 }]);
+    const sub = await subscribe({ event_types: ['reservation.denied'], retry_policy: { max_retries: 5, initial_delay_ms: 200, backoff_multiplier: 1 } }, t.tenant);
+    for (let i = 0; i < 2; i++) await decide(srv, t.key, decideBody({ tenant: t.tenant }, 50));
+    // Live deliveries first, so that only the replay's deliveries are pending below.
+    await waitFor(async () => (forTenant(t.tenant).length >= 2 ? true : undefined));
+    let failing = true;
+    rx.respond = (r) => ((JSON.parse(r.body) as Json).tenant_id === t.tenant && failing ? 500 : 200);
+    try {
+      const replay = () => srv.call('POST', `/v1/admin/webhooks/${sub.id}/replay`, { admin: true, body: {} });
+      // Two at once: exactly one is accepted.
+      const [a, b] = await Promise.all([replay(), replay()]);
+      assert.deepEqual([a.status, b.status].sort(), [202, 409], `${a.text} / ${b.text}`);
+      const accepted = a.status === 202 ? a : b;
+      const refused = a.status === 202 ? b : a;
+      assert.equal(accepted.body.events_queued, 2);
+      assert.equal(refused.body.error, 'REPLAY_IN_PROGRESS');
+      assert.match(refused.body.message, new RegExp(sub.id));
+      // Still retrying against a failing endpoint: still in progress, even for an empty window.
+      await waitFor(async () => (forTenant(t.tenant).length >= 4 ? true : undefined));
+      const again = await srv.call('POST', `/v1/admin/webhooks/${sub.id}/replay`, { admin: true, body: { event_types: ['budget.created'] } });
+      assert.equal(again.status, 409, again.text);
+      assert.equal(again.body.error, 'REPLAY_IN_PROGRESS');
+      // Once the endpoint recovers and the replay's deliveries succeed, the next replay is accepted.
+      failing = false;
+      await waitFor(async () => {
+        const list = expectStatus(await srv.call('GET', `/v1/admin/webhooks/${sub.id}/deliveries`, { admin: true }), 200).deliveries as Json[];
+        return list.length >= 4 && list.every((d) => d.status === 'SUCCESS') ? true : undefined;
+      }, 8000);
+      const next = await replay();
+      assert.equal(next.status, 202, next.text);
+      assert.equal(next.body.events_queued, 2);
+    } finally {
+      rx.respond = () => 200;
+    }
+  });
+
   test('the test probe delivers a signed synthetic event and changes nothing', async () => {
     const t = await newTenant(srv, [{ at: '', allocated: 10 }]);
     const sub = await subscribe({ event_types: ['budget.created'] }, t.tenant);

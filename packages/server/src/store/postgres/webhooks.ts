@@ -8,7 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import type { EventDraft, OpContext } from '../../events/model.js';
 import { subscriptionMatches } from '../../events/matching.js';
-import { newDeliveryId, retryDelay, type ClaimedDelivery, type DeliveryOutcome, type DeliveryRecord, type WebhookRecord } from '../../events/types.js';
+import { newDeliveryId, replayInProgress, retryDelay, type ClaimedDelivery, type DeliveryOutcome, type DeliveryRecord, type WebhookRecord } from '../../events/types.js';
 import type { DeliveryQuery, Page, WebhookQuery } from '../types.js';
 import { Params } from './queries.js';
 import { int, type Row } from './rows.js';
@@ -366,6 +366,13 @@ export class PostgresWebhooks {
 
   enqueueReplay(subscriptionId: string, eventIds: string[], replayId: string): Promise<number> {
     return this.s.transact(async (tx) => {
+      // The subscription row lock serialises replays to one subscription across processes.
+      await tx.rows('SELECT 1 FROM webhook_subscriptions WHERE subscription_id = $1 FOR UPDATE', [subscriptionId]);
+      const busy = await tx.rows(
+        "SELECT 1 FROM webhook_deliveries WHERE status IN ('PENDING', 'RETRYING') AND subscription_id = $1 AND replay_id <> '' LIMIT 1",
+        [subscriptionId],
+      );
+      if (busy.length > 0) throw replayInProgress(subscriptionId);
       if (eventIds.length === 0) return 0;
       // Chronological order: the earliest event gets the earliest attempt time.
       const rows = await tx.rows(

@@ -150,6 +150,11 @@ export class Keyspace {
     return this.wh(`dls:${subscriptionId}`);
   }
 
+  /** ZSET of the delivery ids the subscription's latest replay queued (one replay at a time). */
+  replayDeliveries(subscriptionId: string): string {
+    return this.wh(`replay:${subscriptionId}`);
+  }
+
   /** Every delivery by attempted_at (retention). */
   allDeliveries(): string {
     return this.wh('dls');

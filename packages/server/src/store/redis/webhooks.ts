@@ -14,7 +14,7 @@
  */
 import type { EventDraft, EventRecord, OpContext } from '../../events/model.js';
 import { subscriptionMatches } from '../../events/matching.js';
-import { newDeliveryId, retryDelay, type ClaimedDelivery, type DeliveryOutcome, type DeliveryRecord, type WebhookRecord } from '../../events/types.js';
+import { newDeliveryId, replayInProgress, retryDelay, type ClaimedDelivery, type DeliveryOutcome, type DeliveryRecord, type WebhookRecord } from '../../events/types.js';
 import type { DeliveryQuery, Page, WebhookQuery } from '../types.js';
 import type { RedisConn } from './conn.js';
 import { pad16, parseEventId, SEP, WH_OWNER, type Keyspace } from './keys.js';
@@ -183,6 +183,7 @@ export class RedisWebhooks {
       const h = await tx.hash(k.webhook(id));
       if (!h) return false;
       tx.del(k.webhook(id));
+      tx.del(k.replayDeliveries(id));
       tx.command('ZREM', k.webhooks(), id);
       // Undelivered work for a deleted subscription is dropped with it.
       const queued = await tx.members(k.deliveryQueue());
@@ -458,13 +459,21 @@ export class RedisWebhooks {
     const events = await Promise.all(eventIds.map((id) => this.event(id)));
     const k = this.keys;
     return this.tx(async (tx) => {
+      // The previous replay's deliveries (a purged one counts as finished): read in the transaction,
+      // so two concurrent replays conflict and the second sees the first's deliveries.
+      const previous = await tx.members(k.replayDeliveries(subscriptionId));
+      const states = await tx.hashes(previous.map((d) => k.delivery(d)));
+      if (states.some((h) => h?.status === 'PENDING' || h?.status === 'RETRYING')) throw replayInProgress(subscriptionId);
       const sub = await tx.hash(k.webhook(subscriptionId));
       const done = await Promise.all(events.map((e) => (e ? tx.str(k.deliveryPair(subscriptionId, e.event_id, replayId)) : undefined)));
       let n = 0;
+      tx.del(k.replayDeliveries(subscriptionId));
       // Chronological order: the earliest event gets the earliest attempt time.
       events.forEach((e, i) => {
         if (!e || !sub || done[i] !== undefined) return;
-        this.writeDelivery(tx, newDelivery(webhookFromHash(sub), e, tx.now + i, tx.now, replayId));
+        const d = newDelivery(webhookFromHash(sub), e, tx.now + i, tx.now, replayId);
+        this.writeDelivery(tx, d);
+        tx.command('ZADD', k.replayDeliveries(subscriptionId), 0, d.delivery_id);
         n++;
       });
       return n;

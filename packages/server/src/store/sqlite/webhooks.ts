@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import type { EventDraft, OpContext } from '../../events/model.js';
 import { subscriptionMatches } from '../../events/matching.js';
-import { newDeliveryId, retryDelay, type ClaimedDelivery, type DeliveryOutcome, type DeliveryRecord, type WebhookRecord } from '../../events/types.js';
+import { newDeliveryId, replayInProgress, retryDelay, type ClaimedDelivery, type DeliveryOutcome, type DeliveryRecord, type WebhookRecord } from '../../events/types.js';
 import type { DeliveryQuery, Page, WebhookQuery } from '../types.js';
 import type { SqliteStore } from './store.js';
 
@@ -321,6 +321,11 @@ export class SqliteWebhooks {
 
   enqueueReplay(subscriptionId: string, eventIds: string[], replayId: string): Promise<number> {
     return this.s.transact((view) => {
+      // The pending-deliveries partial index (deliveries_due) serves this check.
+      const busy = this.s
+        .stmt("SELECT 1 FROM webhook_deliveries WHERE status IN ('PENDING', 'RETRYING') AND subscription_id = ? AND replay_id <> '' LIMIT 1")
+        .get(subscriptionId);
+      if (busy) throw replayInProgress(subscriptionId);
       const insert = this.s.stmt(
         `INSERT OR IGNORE INTO webhook_deliveries (delivery_id, subscription_id, event_id, event_type, tenant_id, status, attempts, next_attempt_at, attempted_at, trace_id, trace_flags, traceparent_inbound_valid, replay_id)
          SELECT ?, ?, event_id, event_type, tenant_id, 'PENDING', 0, ?, ?, trace_id, trace_flags, CASE WHEN trace_flags IS NULL THEN 0 ELSE 1 END, ? FROM events WHERE event_id = ?`,
