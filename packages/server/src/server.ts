@@ -22,6 +22,7 @@ import { randomBytes } from 'node:crypto';
 import { startDispatcher } from './events/dispatcher.js';
 import { SecretBox } from './events/secrets.js';
 import { parseAllowList } from './events/ssrf.js';
+import { WebhookSecurity } from './events/webhook-security.js';
 
 export interface StartOptions {
   config?: Partial<Config>;
@@ -126,10 +127,10 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     const admin = await adminKeyHash(store, config);
     const pepper = config.keyPepper ?? (await store.putMetaIfAbsent('api_key_pepper', randomBase62(48)));
     const box = SecretBox.fromBase64(config.webhookEncryptionKey ?? (await store.putMetaIfAbsent('webhook_encryption_key', randomBytes(32).toString('base64'))));
-    const policy = parseAllowList(config.webhookAllowedHosts, config.webhookAllowHttp);
+    const security = new WebhookSecurity(store, parseAllowList(config.webhookAllowedHosts, config.webhookAllowHttp));
     let dispatcher: ReturnType<typeof startDispatcher> | undefined;
     const app = await buildApp({
-      webhooks: { box, policy, testTimeoutMs: config.webhookTimeoutMs, kick: () => dispatcher?.kick() },
+      webhooks: { box, security, testTimeoutMs: config.webhookTimeoutMs, kick: () => dispatcher?.kick() },
       config,
       store,
       secrets: { adminKeyHash: admin.hash, pepper },
@@ -150,7 +151,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
       dispatcher = startDispatcher({
         store,
         box,
-        policy,
+        policy: () => security.sendPolicy(),
         log: app.log,
         concurrency: config.webhookConcurrency,
         pollMs: config.webhookPollMs,

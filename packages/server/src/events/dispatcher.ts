@@ -17,7 +17,8 @@ import type { ClaimedDelivery, DeliveryOutcome, WebhookRecord } from './types.js
 export interface DispatcherOptions {
   store: Store;
   box: SecretBox;
-  policy: WebhookNetworkPolicy;
+  /** The network policy in force for sends (the webhook security configuration). */
+  policy: () => Promise<WebhookNetworkPolicy>;
   log: FastifyBaseLogger;
   /** Deliveries in flight at once. */
   concurrency: number;
@@ -76,7 +77,7 @@ export function startDispatcher(opts: DispatcherOptions) {
   let wake: (() => void) | undefined;
   let timer: NodeJS.Timeout | undefined;
 
-  async function attempt(d: ClaimedDelivery): Promise<void> {
+  async function attempt(d: ClaimedDelivery, policy: WebhookNetworkPolicy): Promise<void> {
     let outcome: DeliveryOutcome;
     try {
       const headers = deliveryHeaders(opts.box, d.subscription, d.body, {
@@ -86,7 +87,7 @@ export function startDispatcher(opts: DispatcherOptions) {
         trace_flags: d.delivery.trace_flags,
         request_id: d.request_id,
       });
-      const r = await send({ url: d.subscription.url, body: d.body, headers, timeoutMs: opts.timeoutMs, policy: opts.policy });
+      const r = await send({ url: d.subscription.url, body: d.body, headers, timeoutMs: opts.timeoutMs, policy });
       outcome = { delivery_id: d.delivery.delivery_id, owner, ok: r.ok, response_status: r.status, response_time_ms: r.timeMs, error_message: r.error, terminal: r.blocked };
     } catch (err) {
       outcome = { delivery_id: d.delivery.delivery_id, owner, ok: false, error_message: `not sent: ${(err as Error).message}`, terminal: true };
@@ -105,10 +106,12 @@ export function startDispatcher(opts: DispatcherOptions) {
     while (!stopped && (await opts.store.fanOutEvents(500)) === 500) busy = true;
     const room = opts.concurrency - inflight;
     if (room <= 0 || stopped) return true;
+    // Read before claiming: a store that cannot answer fails this pass, never a delivery.
+    const policy = await opts.policy();
     const claimed = await opts.store.claimDeliveries(owner, room, leaseMs);
     for (const d of claimed) {
       inflight++;
-      const p = attempt(d).finally(() => {
+      const p = attempt(d, policy).finally(() => {
         inflight--;
         pending.delete(p);
         wake?.();

@@ -31,9 +31,54 @@ const BLOCKED_V6 = [
   ['64:ff9b::', 96],
 ] as const;
 
-const blocked = new BlockList();
-for (const [net, prefix] of BLOCKED_V4) blocked.addSubnet(net, prefix, 'ipv4');
-for (const [net, prefix] of BLOCKED_V6) blocked.addSubnet(net, prefix, 'ipv6');
+/**
+ * The default blocked ranges (the webhook security configuration's `blocked_cidr_ranges` until an
+ * operator replaces them): a superset of the protocol's default list.
+ */
+export const DEFAULT_BLOCKED_CIDRS: readonly string[] = [...BLOCKED_V4, ...BLOCKED_V6].map(([net, prefix]) => `${net}/${prefix}`);
+
+/** A CIDR ("10.0.0.0/8", "fc00::/7") as BlockList arguments, or undefined if it is not one. */
+function cidrOf(entry: string): { net: string; prefix: number; family: 'ipv4' | 'ipv6' } | undefined {
+  const slash = entry.indexOf('/');
+  if (slash <= 0) return undefined;
+  const net = entry.slice(0, slash);
+  const bits = entry.slice(slash + 1);
+  const family = isIP(net);
+  if (!family || !/^\d{1,3}$/.test(bits)) return undefined;
+  const prefix = Number(bits);
+  if (prefix > (family === 4 ? 32 : 128)) return undefined;
+  return { net, prefix, family: family === 4 ? 'ipv4' : 'ipv6' };
+}
+
+/** The entries that are not valid CIDRs. */
+export function invalidCidrs(entries: readonly string[]): string[] {
+  return entries.filter((e) => cidrOf(e) === undefined);
+}
+
+/** A BlockList of CIDRs (validate them with invalidCidrs first: invalid entries are skipped). */
+export function blockListOf(cidrs: readonly string[]): BlockList {
+  const list = new BlockList();
+  for (const e of cidrs) {
+    const c = cidrOf(e);
+    if (c) list.addSubnet(c.net, c.prefix, c.family);
+  }
+  return list;
+}
+
+const defaultBlocked = blockListOf(DEFAULT_BLOCKED_CIDRS);
+
+/**
+ * An allowed-URL glob ("https://*.example.com/*") as a RegExp over the whole URL. In the scheme and
+ * host part a `*` never crosses `/`, `?`, `#` or `@`, so `https://*.example.com/*` cannot be
+ * satisfied by `https://evil.test/?.example.com/`; in the path a `*` matches anything.
+ */
+export function urlPatternOf(glob: string): RegExp {
+  const authorityEnd = glob.indexOf('/', glob.indexOf('://') + 3);
+  const part = (s: string, star: string) => s.split('*').map((t) => t.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join(star);
+  const head = authorityEnd < 0 ? glob : glob.slice(0, authorityEnd);
+  const tail = authorityEnd < 0 ? '' : glob.slice(authorityEnd);
+  return new RegExp(`^${part(head, '[^/?#@]*')}${part(tail, '.*')}$`, 'i');
+}
 
 export interface WebhookNetworkPolicy {
   /** Host names (exact, case-insensitive) admitted even when they resolve to blocked addresses. */
@@ -42,6 +87,10 @@ export interface WebhookNetworkPolicy {
   allowedNets: BlockList;
   /** Plain http is refused unless allowed (or the host is allow-listed). */
   allowHttp: boolean;
+  /** Addresses refused unless allow-listed; the built-in ranges when absent. */
+  blocked?: BlockList;
+  /** When non-empty, a webhook URL must match one of these to be stored. */
+  urlPatterns?: readonly RegExp[];
 }
 
 export function parseAllowList(raw: string | undefined, allowHttp = false): WebhookNetworkPolicy {
@@ -74,7 +123,7 @@ function normalise(address: string): { address: string; family: 'ipv4' | 'ipv6' 
 export function addressAllowed(address: string, policy: WebhookNetworkPolicy): boolean {
   const a = normalise(address);
   if (policy.allowedNets.check(a.address, a.family)) return true;
-  return !blocked.check(a.address, a.family);
+  return !(policy.blocked ?? defaultBlocked).check(a.address, a.family);
 }
 
 const invalidUrl = (url: string, reason: string) => new CyclesError('WEBHOOK_URL_INVALID', `Webhook URL invalid: ${url} (${reason})`, { url, reason });
@@ -89,6 +138,10 @@ export async function validateWebhookUrl(url: string, policy: WebhookNetworkPoli
   }
   if (u.protocol !== 'https:' && u.protocol !== 'http:') throw invalidUrl(url, 'scheme must be https or http');
   if (u.username || u.password) throw invalidUrl(url, 'credentials in the URL are not allowed; use headers');
+  // Matched against the normalised URL (lower-case host, a path of at least "/").
+  if (policy.urlPatterns?.length && !policy.urlPatterns.some((re) => re.test(u.href))) {
+    throw invalidUrl(url, 'does not match any of the allowed URL patterns');
+  }
   const host = u.hostname.replace(/^\[|\]$/g, '').toLowerCase();
   if (!host) throw invalidUrl(url, 'host is required');
   const hostAllowed = policy.allowedHosts.has(host);

@@ -10,13 +10,15 @@ import { subscriptionMatches } from './matching.js';
 import { EVENT_CATEGORIES, SOURCE, SYSTEM_TENANT, TENANT_CATEGORIES, isKnownEventType, type EventDraft } from './model.js';
 import { newSigningSecret, type SecretBox } from './secrets.js';
 import { send } from './sender.js';
-import { validateWebhookUrl, type WebhookNetworkPolicy } from './ssrf.js';
+import { validateWebhookUrl } from './ssrf.js';
 import { DEFAULT_RETRY_POLICY, newSubscriptionId, type DeliveryRecord, type WebhookRecord } from './types.js';
 import { replayBody, webhookCreateBody, webhookUpdateBody } from './webhook-schemas.js';
+import { webhookSecurityBody, type WebhookSecurity, type WebhookSecurityConfig } from './webhook-security.js';
 
 export interface WebhookDeps {
   box: SecretBox;
-  policy: WebhookNetworkPolicy;
+  /** The webhook security configuration (network policy for URLs and sends). */
+  security: WebhookSecurity;
   /** Timeout of the synchronous /test probe. */
   testTimeoutMs: number;
   /** Nudges the dispatcher after a replay queues work. */
@@ -128,7 +130,7 @@ export function registerWebhookRoutes(app: FastifyInstance, { store }: AppDeps, 
     const b = req.body as WebhookBody;
     await guardTenant(owner);
     checkSelectors(owner, b.event_types ?? [], b.event_categories ?? []);
-    await validateWebhookUrl(b.url!, deps.policy);
+    await validateWebhookUrl(b.url!, await deps.security.policy());
     const id = newSubscriptionId();
     const secret = b.signing_secret ?? newSigningSecret();
     const now = Date.now();
@@ -195,7 +197,7 @@ export function registerWebhookRoutes(app: FastifyInstance, { store }: AppDeps, 
     }
     // Invariants hold on what will be stored, with the stored owner, so a status-only PATCH cannot revive an offender.
     checkSelectors(current.tenant_id, next.event_types, next.event_categories);
-    if (b.url !== undefined && b.url !== current.url) await validateWebhookUrl(b.url, deps.policy);
+    if (b.url !== undefined && b.url !== current.url) await validateWebhookUrl(b.url, await deps.security.policy());
     let eventType: string | undefined;
     if (b.status !== undefined && b.status !== current.status) {
       next.status = b.status;
@@ -243,9 +245,12 @@ export function registerWebhookRoutes(app: FastifyInstance, { store }: AppDeps, 
     };
     const body = JSON.stringify(event);
     try {
-      await validateWebhookUrl(w.url, deps.policy);
+      // As for deliveries: the address rules apply, the URL patterns only to new URLs (an existing
+      // subscription is not judged again by patterns added after it was stored).
+      const policy = { ...(await deps.security.policy()), urlPatterns: undefined };
+      await validateWebhookUrl(w.url, policy);
       const headers = deliveryHeaders(deps.box, w, body, { event_id: eventId, event_type: event.event_type, trace_id: req.cycles.traceId, trace_flags: req.cycles.traceFlags, request_id: req.cycles.requestId });
-      const r = await send({ url: w.url, body, headers, timeoutMs: deps.testTimeoutMs, policy: deps.policy });
+      const r = await send({ url: w.url, body, headers, timeoutMs: deps.testTimeoutMs, policy });
       const out: Record<string, unknown> = { success: r.ok };
       if (r.status !== undefined) out.response_status = r.status;
       out.response_time_ms = r.timeMs;
@@ -304,6 +309,11 @@ export function registerWebhookRoutes(app: FastifyInstance, { store }: AppDeps, 
   });
   app.post('/v1/admin/webhooks/:id/test', { config: auth('admin') }, async (req) => probe(req, await loadFor(req, (req.params as { id: string }).id)));
   app.get('/v1/admin/webhooks/:id/deliveries', { config: auth('admin') }, async (req) => deliveries(req, await loadFor(req, (req.params as { id: string }).id)));
+
+  app.get('/v1/admin/config/webhook-security', { config: auth('admin') }, async () => deps.security.config());
+  app.put('/v1/admin/config/webhook-security', { schema: { body: webhookSecurityBody }, config: auth('admin') }, async (req) =>
+    deps.security.update((req.body ?? {}) as Partial<WebhookSecurityConfig>),
+  );
 
   app.post('/v1/admin/webhooks/:id/replay', { schema: { body: replayBody }, config: auth('admin') }, async (req, reply) => {
     const w = await loadFor(req, (req.params as { id: string }).id);
