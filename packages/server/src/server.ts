@@ -10,10 +10,6 @@ import type { Tracing } from './ops/tracing.js';
 import { ApiKeyCache } from './security/key-cache.js';
 import { randomBase62, sha256Hex } from './security/keys.js';
 import type { StoreOps } from './store/ops.js';
-import { postgresOps } from './store/postgres/ops.js';
-import { PostgresStore } from './store/postgres/store.js';
-import { redisOps } from './store/redis/ops.js';
-import { RedisStore } from './store/redis/store.js';
 import { sqliteOps } from './store/sqlite/ops.js';
 import { SqliteStore } from './store/sqlite/store.js';
 import type { Store } from './store/types.js';
@@ -70,13 +66,16 @@ export interface OpenedStore {
  * here: each brings its Store and its StoreOps (gauges, earliest due reservation, what counts
  * as "unavailable"); metrics, tracing, 503 mapping and readiness then work unchanged.
  */
-export function openStore(config: Config, hooks: { onEventsCommitted?: (events: readonly import('./events/model.js').EventRecord[]) => void } = {}): OpenedStore {
+export async function openStore(config: Config, hooks: { onEventsCommitted?: (events: readonly import('./events/model.js').EventRecord[]) => void } = {}): Promise<OpenedStore> {
   switch (config.store) {
     case 'sqlite': {
       const store = new SqliteStore({ dataDir: config.dataDir, sync: config.sqliteSync, onEventsCommitted: hooks.onEventsCommitted });
       return { store, ops: sqliteOps(store) };
     }
     case 'postgres': {
+      // The networked backends and their client libraries (several hundred modules for Redis)
+      // are loaded only when configured: the embedded store starts without them.
+      const [{ PostgresStore }, { postgresOps }] = await Promise.all([import('./store/postgres/store.js'), import('./store/postgres/ops.js')]);
       // Connects and applies pending migrations on first use (startServer's first call).
       const store = new PostgresStore({
         url: config.databaseUrl!,
@@ -88,6 +87,7 @@ export function openStore(config: Config, hooks: { onEventsCommitted?: (events: 
       return { store, ops: postgresOps(store) };
     }
     case 'redis': {
+      const [{ RedisStore }, { redisOps }] = await Promise.all([import('./store/redis/store.js'), import('./store/redis/ops.js')]);
       // Connects on first use (startServer's first call); every script is loaded then.
       const store = new RedisStore({ url: config.redisUrl, clusterUrls: config.redisClusterUrls, prefix: config.redisPrefix, onEventsCommitted: hooks.onEventsCommitted });
       return { store, ops: redisOps(store) };
@@ -118,7 +118,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
   const logger = loggers?.logger;
   // Tracing is loaded only when configured: no OpenTelemetry code runs otherwise.
   const tracing: Tracing | undefined = config.otlpEndpoint ? await (await import('./ops/tracing.js')).startTracing(config) : undefined;
-  const opened = openStore(config, { onEventsCommitted: countCommittedEvents(config.metricsTenantLabel) });
+  const opened = await openStore(config, { onEventsCommitted: countCommittedEvents(config.metricsTenantLabel) });
   const backend = opened.store;
   const health = new StoreHealth();
   const keyCache = config.apiKeyCacheTtlMs > 0 ? new ApiKeyCache({ ttlMs: config.apiKeyCacheTtlMs }) : undefined;

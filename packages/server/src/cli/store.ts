@@ -9,9 +9,9 @@
 import type { Command } from 'commander';
 import { CONFIG_FILE_VAR, configFromEnv, type Config } from '../config.js';
 import { openStore } from '../server.js';
-import { PostgresStore } from '../store/postgres/store.js';
-import { checkRedis } from '../store/redis/check.js';
-import { RedisStore } from '../store/redis/store.js';
+
+/** The backends' modules, loaded only by the commands that need them (as the server does). */
+const postgres = () => import('../store/postgres/store.js').then((m) => m.PostgresStore);
 
 /** postgres://user:secret@host/db -> postgres://user:****@host/db */
 export function maskUrl(url: string | undefined): string {
@@ -48,14 +48,14 @@ export async function migrateCommand(opts: { config?: string }): Promise<void> {
   const c = configFor(opts);
   console.log(`store: ${describeStore(c)}`);
   if (c.store === 'postgres') {
-    const r = await PostgresStore.migrate({ url: c.databaseUrl!, schema: c.pgSchema });
+    const r = await (await postgres()).migrate({ url: c.databaseUrl!, schema: c.pgSchema });
     for (const m of r.ran) console.log(`applied migration ${m.version}: ${m.name}`);
     console.log(r.ran.length === 0 ? `schema already at version ${r.required}; nothing to do` : `schema now at version ${r.required}`);
     if (r.unknown.length > 0) console.log(`note: the database also has versions ${r.unknown.join(', ')}, written by a newer server`);
     return;
   }
   // The other stores bring their schema up when they open; opening once is the migration.
-  const { store } = openStore(c);
+  const { store } = await openStore(c);
   try {
     await store.ping();
   } finally {
@@ -72,7 +72,7 @@ export async function storeCheckCommand(opts: { config?: string }): Promise<void
     // Read-only: a check never migrates.
     const started = Date.now();
     try {
-      const s = await PostgresStore.status({ url: c.databaseUrl!, schema: c.pgSchema });
+      const s = await (await postgres()).status({ url: c.databaseUrl!, schema: c.pgSchema });
       console.log(`reachable: yes (${Date.now() - started} ms)`);
       const at = s.applied.at(-1) ?? 0;
       if (s.pending.length > 0) {
@@ -87,8 +87,9 @@ export async function storeCheckCommand(opts: { config?: string }): Promise<void
       console.log(`reachable: no (${(e as Error).message})`);
     }
   } else if (c.store === 'redis') {
-    const { store } = openStore(c);
+    const { store } = await openStore(c);
     try {
+      const [{ RedisStore }, { checkRedis }] = await Promise.all([import('../store/redis/store.js'), import('../store/redis/check.js')]);
       if (!(store instanceof RedisStore)) throw new Error('CYCLES_STORE=redis opened another kind of store');
       const report = await checkRedis(store);
       for (const line of report.lines) console.log(line);
@@ -101,7 +102,7 @@ export async function storeCheckCommand(opts: { config?: string }): Promise<void
     }
   } else {
     const started = Date.now();
-    const { store } = openStore(c);
+    const { store } = await openStore(c);
     try {
       await store.ping();
       console.log(`reachable: yes (${Date.now() - started} ms)`);
