@@ -1,9 +1,25 @@
 /**
- * The embedded store's schema. Amounts are SQLite INTEGERs (64-bit). Every list the API
- * offers has an index that starts with the tenant and ends with the reservation id, so a
- * keyset page is an index range scan whatever the table size.
+ * The embedded store's schema. Amounts are SQLite INTEGERs (64-bit). The reservation list's sort
+ * keys (created, expires, status, reserved, scope) each have an index that starts with the tenant
+ * and ends with the reservation id, so a keyset page is an index range scan whatever the table
+ * size. Every secondary index costs a B-tree insert (and, for a random reservation id, a page of
+ * WAL) per reservation, so there are no others: sorting by the reservation id walks the primary
+ * key, and the idempotency-key filter is applied to the rows of the chosen sort index (it was
+ * already: SQLite prefers the sort index to a filter index that would need a sort).
  */
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
+
+/**
+ * Steps that bring a file of an older schema version to this one, by the version they upgrade
+ * from. Each runs in one transaction with the version bump; new files get the current SCHEMA.
+ */
+export const UPGRADES: Record<number, string> = {
+  // v1 -> v2: indexes the primary key and the sort indexes make redundant.
+  1: `
+DROP INDEX IF EXISTS reservations_id;
+DROP INDEX IF EXISTS reservations_idem;
+`,
+};
 
 export const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (
@@ -116,8 +132,6 @@ CREATE INDEX IF NOT EXISTS reservations_expires ON reservations (tenant_id, expi
 CREATE INDEX IF NOT EXISTS reservations_status ON reservations (tenant_id, status, reservation_id);
 CREATE INDEX IF NOT EXISTS reservations_reserved ON reservations (tenant_id, reserved, reservation_id);
 CREATE INDEX IF NOT EXISTS reservations_scope ON reservations (tenant_id, scope_path, reservation_id);
-CREATE INDEX IF NOT EXISTS reservations_id ON reservations (tenant_id, reservation_id);
-CREATE INDEX IF NOT EXISTS reservations_idem ON reservations (tenant_id, idempotency_key);
 CREATE INDEX IF NOT EXISTS reservations_due ON reservations (due_at_ms) WHERE due_at_ms IS NOT NULL;
 CREATE INDEX IF NOT EXISTS reservations_finalized ON reservations (finalized_at_ms) WHERE finalized_at_ms IS NOT NULL;
 

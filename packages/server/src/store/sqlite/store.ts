@@ -9,9 +9,9 @@ import { createEvent } from '../../ledger/ops/event.js';
 import { reserve } from '../../ledger/ops/reserve.js';
 import { commit, expire, extend, release } from '../../ledger/ops/settle.js';
 import type { OpResult } from '../../ledger/ops/shared.js';
-import type { BudgetRecord, IdempotencyRecord, ReservationRecord, TenantRecord } from '../../ledger/types.js';
+import type { BudgetRecord, ReservationRecord, TenantRecord } from '../../ledger/types.js';
 import type { LedgerView } from '../../ledger/view.js';
-import { buildEvent, type EventDraft, type EventRecord, type OpContext } from '../../events/model.js';
+import type { EventDraft, EventRecord, OpContext } from '../../events/model.js';
 import type {
   ApiKeyQuery,
   ApiKeyRecord,
@@ -30,22 +30,12 @@ import { reservationListSql } from './queries.js';
 import { eventFromRow, eventListSql } from './events.js';
 import { SqliteWebhooks } from './webhooks.js';
 import type { DeliveryOutcome, WebhookRecord } from '../../events/types.js';
-import {
-  apiKeyFromRow,
-  apiKeyToRow,
-  budgetFromRow,
-  budgetToRow,
-  idempotencyFromRow,
-  reservationFromRow,
-  reservationToRow,
-  tenantFromRow,
-  tenantToRow,
-} from './rows.js';
-import { SCHEMA, SCHEMA_VERSION } from './schema.js';
+import { apiKeyFromRow, apiKeyToRow, budgetFromRow, budgetToRow, reservationFromRow, tenantFromRow, tenantToRow } from './rows.js';
+import { sqliteUnavailable } from './ops.js';
+import { DirectView, GroupView } from './view.js';
+import { SCHEMA, SCHEMA_VERSION, UPGRADES } from './schema.js';
 import { SqliteGovernance } from './governance.js';
 import { fundWithEvents } from './governance-fund.js';
-import { policyFromRow } from './governance-sql.js';
-import type { PolicyRecord } from '../../ledger/ops/shared.js';
 import type { FundingNote, GovernanceStore } from '../types.js';
 
 export interface SqliteOptions {
@@ -67,9 +57,20 @@ function add(where: string[], params: Row, clause: string, name: string, value: 
 }
 
 interface Pending {
-  run: (view: SqliteView) => OpResult | number;
+  run: (view: LedgerView & { now: number }) => OpResult | number;
+  /** Reads and writes only through the view (the ledger operations): runs buffered, without a savepoint. */
+  buffered: boolean;
   resolve: (v: OpResult | number) => void;
   reject: (e: unknown) => void;
+}
+
+type Results = Array<{ ok: boolean; value: unknown }>;
+
+/** Writing a group's buffered changes failed: the group is rolled back as a whole. */
+class ApplyFailed extends Error {
+  constructor(readonly error: unknown) {
+    super((error as Error)?.message ?? String(error));
+  }
 }
 
 const insertSql = (table: string, row: Row): string => {
@@ -77,10 +78,30 @@ const insertSql = (table: string, row: Row): string => {
   return `INSERT INTO ${table} (${cols.join(',')}) VALUES (${cols.map((c) => '@' + c).join(',')})`;
 };
 
+/** Records the schema version of a new file, or brings an older file's schema up to date. */
+function upgradeSchema(db: Database.Database): void {
+  const row = db.prepare("SELECT value FROM meta WHERE key = 'schema_version'").get() as { value: string } | undefined;
+  if (!row) {
+    db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)').run('schema_version', String(SCHEMA_VERSION));
+    return;
+  }
+  for (let v = Number(row.value); v < SCHEMA_VERSION; v++) {
+    db.transaction(() => {
+      db.exec(UPGRADES[v] ?? '');
+      db.prepare("UPDATE meta SET value = ? WHERE key = 'schema_version'").run(String(v + 1));
+    }).immediate();
+  }
+}
+
 /**
  * Embedded store on SQLite (WAL). Mutations that arrive in the same event-loop turn are
- * applied in one transaction (group commit), each inside its own savepoint so one failing
- * operation never disturbs the others; replies are released only after the group commits.
+ * applied in one transaction (group commit); replies are released only after the group commits.
+ * One failing operation never disturbs the others: the ledger operations run against a buffered
+ * view (view.ts) whose writes of a refused operation are undone in memory, and the group's writes
+ * reach SQLite in one pass before COMMIT; operations that run their own SQL (governance,
+ * webhooks) run inside a savepoint. If writing a group's buffered changes fails for a reason of
+ * one member (a constraint), the group is rolled back and each operation runs again alone; a
+ * failure of the database itself (disk full, I/O) fails the whole group.
  */
 export class SqliteStore implements Store {
   readonly kind = 'sqlite' as const;
@@ -90,8 +111,11 @@ export class SqliteStore implements Store {
   private queue: Pending[] = [];
   private scheduled = false;
   private closed = false;
-  private readonly view: SqliteView;
-  private readonly runGroup: Database.Transaction<(batch: Pending[], results: Array<{ ok: boolean; value: unknown }>) => void>;
+  private readonly view: GroupView;
+  private readonly direct: DirectView;
+  /** Events written by the current group, reported once it commits (ViewHost). */
+  written: EventRecord[] = [];
+  private readonly runGroup: Database.Transaction<(batch: Pending[], results: Results) => void>;
   private readonly onEventsCommitted: SqliteOptions['onEventsCommitted'];
 
   constructor(opts: SqliteOptions) {
@@ -101,27 +125,61 @@ export class SqliteStore implements Store {
     this.db.pragma(`synchronous = ${opts.sync === 'full' ? 'FULL' : 'NORMAL'}`);
     this.db.pragma('busy_timeout = 5000');
     this.db.exec(SCHEMA);
-    this.db.prepare('INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)').run('schema_version', String(SCHEMA_VERSION));
+    upgradeSchema(this.db);
     this.clock = opts.clock ?? Date.now;
     this.onEventsCommitted = opts.onEventsCommitted;
-    this.view = new SqliteView(this);
-    const one = this.db.transaction((p: Pending) => p.run(this.view));
-    this.runGroup = this.db.transaction((batch: Pending[], results: Array<{ ok: boolean; value: unknown }>) => {
+    this.view = new GroupView(this);
+    this.direct = new DirectView(this);
+    const one = this.db.transaction((p: Pending) => p.run(this.direct));
+    this.runGroup = this.db.transaction((batch: Pending[], results: Results) => {
+      const view = this.view;
+      view.clear();
+      let pending = false;
       for (const p of batch) {
-        this.view.now = this.clock();
-        const written = this.view.written.length;
+        const now = this.clock();
+        if (p.buffered) {
+          view.now = now;
+          try {
+            results.push({ ok: true, value: p.run(view) });
+            view.keep();
+            pending = true;
+          } catch (e) {
+            // A refused operation wrote nothing to SQLite: undoing its buffered writes is enough.
+            view.undo();
+            // A failed read that made SQLite roll back the group (I/O) fails the group.
+            if (!this.db.inTransaction) throw e;
+            results.push({ ok: false, value: e });
+          }
+          continue;
+        }
+        // An operation that runs its own SQL sees the group's earlier writes in SQLite.
+        if (pending) this.applyBuffered();
+        pending = false;
+        this.direct.now = now;
+        const written = this.written.length;
         try {
           // Nested transaction = savepoint: a failing operation rolls back only its own writes.
           results.push({ ok: true, value: one(p) });
         } catch (e) {
-          this.view.written.length = written;
+          this.written.length = written;
           // Some failures (disk full, I/O) make SQLite roll back the whole group: stop here, or the
           // rest would run outside the group's transaction and be half-reported.
           if (!this.db.inTransaction) throw e;
           results.push({ ok: false, value: e });
         }
+        // It may have changed anything the buffered view read.
+        view.clear();
       }
+      if (pending) this.applyBuffered();
     });
+  }
+
+  private applyBuffered(): void {
+    try {
+      this.view.apply();
+    } catch (e) {
+      throw new ApplyFailed(e);
+    }
   }
 
   /** Whether anyone listens for committed events (the view keeps them only then). */
@@ -141,13 +199,13 @@ export class SqliteStore implements Store {
 
   /** Runs `fn` atomically inside the next commit group (other modules of this backend use it). */
   transact<T>(fn: (view: LedgerView & { now: number }) => T): Promise<T> {
-    return this.enqueue(fn as unknown as (view: SqliteView) => number) as unknown as Promise<T>;
+    return this.enqueue(fn as unknown as (view: LedgerView) => number, false) as unknown as Promise<T>;
   }
 
-  private enqueue<T extends OpResult | number>(run: (view: SqliteView) => T): Promise<T> {
+  private enqueue<T extends OpResult | number>(run: (view: LedgerView & { now: number }) => T, buffered: boolean): Promise<T> {
     if (this.closed) return Promise.reject(new CyclesError('SERVICE_UNAVAILABLE', 'The store is closed'));
     return new Promise<T>((resolve, reject) => {
-      this.queue.push({ run, resolve: resolve as (v: OpResult | number) => void, reject });
+      this.queue.push({ run, buffered, resolve: resolve as (v: OpResult | number) => void, reject });
       if (!this.scheduled) {
         this.scheduled = true;
         setImmediate(() => this.flush());
@@ -160,21 +218,35 @@ export class SqliteStore implements Store {
     const batch = this.queue;
     this.queue = [];
     if (batch.length === 0) return;
-    const results: Array<{ ok: boolean; value: unknown }> = [];
+    this.runBatch(batch);
+  }
+
+  private runBatch(batch: Pending[]): void {
+    const results: Results = [];
     try {
       // IMMEDIATE takes the write lock up front: another process on the same file (a dispatcher)
       // waits on busy_timeout instead of failing on a lock upgrade.
       this.runGroup.immediate(batch, results);
     } catch (e) {
-      // The group was rolled back (I/O error, disk full): nothing in it was applied.
-      this.view.written = [];
-      const err = new CyclesError('SERVICE_UNAVAILABLE', `Store write failed: ${(e as Error).message}`);
+      // The group was rolled back: nothing in it was applied.
+      this.written = [];
+      this.view.clear();
+      const cause = e instanceof ApplyFailed ? e.error : e;
+      if (e instanceof ApplyFailed && !sqliteUnavailable(cause)) {
+        // A write one member caused (a constraint): each runs again in a group of its own, so
+        // only that one fails.
+        if (batch.length > 1) for (const p of batch) this.runBatch([p]);
+        else batch[0]!.reject(cause);
+        return;
+      }
+      // The database failed (I/O error, disk full): every member fails alike.
+      const err = new CyclesError('SERVICE_UNAVAILABLE', `Store write failed: ${(cause as Error).message}`);
       for (const p of batch) p.reject(err);
       return;
     }
-    if (this.view.written.length > 0) {
-      const written = this.view.written;
-      this.view.written = [];
+    if (this.written.length > 0) {
+      const written = this.written;
+      this.written = [];
       try {
         this.onEventsCommitted?.(written);
       } catch {
@@ -201,13 +273,13 @@ export class SqliteStore implements Store {
     this.db.close();
   }
 
-  reserve = (cmd: Parameters<Store['reserve']>[0]) => this.enqueue((v) => reserve(v, cmd));
-  decide = (cmd: Parameters<Store['decide']>[0]) => this.enqueue((v) => decide(v, cmd));
-  commit = (cmd: Parameters<Store['commit']>[0]) => this.enqueue((v) => commit(v, cmd));
-  release = (cmd: Parameters<Store['release']>[0]) => this.enqueue((v) => release(v, cmd));
-  extend = (cmd: Parameters<Store['extend']>[0]) => this.enqueue((v) => extend(v, cmd));
-  createEvent = (cmd: Parameters<Store['createEvent']>[0]) => this.enqueue((v) => createEvent(v, cmd));
-  fundBudget = (cmd: FundingCommand & FundingNote) => this.enqueue((v) => fundWithEvents(v, cmd));
+  reserve = (cmd: Parameters<Store['reserve']>[0]) => this.enqueue((v) => reserve(v, cmd), true);
+  decide = (cmd: Parameters<Store['decide']>[0]) => this.enqueue((v) => decide(v, cmd), true);
+  commit = (cmd: Parameters<Store['commit']>[0]) => this.enqueue((v) => commit(v, cmd), true);
+  release = (cmd: Parameters<Store['release']>[0]) => this.enqueue((v) => release(v, cmd), true);
+  extend = (cmd: Parameters<Store['extend']>[0]) => this.enqueue((v) => extend(v, cmd), true);
+  createEvent = (cmd: Parameters<Store['createEvent']>[0]) => this.enqueue((v) => createEvent(v, cmd), true);
+  fundBudget = (cmd: FundingCommand & FundingNote) => this.enqueue((v) => fundWithEvents(v, cmd), true);
 
   async expireDue(limit: number): Promise<number> {
     const ids = this.stmt('SELECT reservation_id FROM reservations WHERE due_at_ms IS NOT NULL AND due_at_ms < ? ORDER BY due_at_ms LIMIT ?')
@@ -215,7 +287,7 @@ export class SqliteStore implements Store {
       .map((r) => (r as Row).reservation_id as string);
     if (ids.length === 0) return 0;
     const ctx = { actor: { type: 'system' as const }, traceId: randomBytes(16).toString('hex') };
-    return this.enqueue((v) => ids.filter((id) => expire(v, id, ctx)).length);
+    return this.enqueue((v) => ids.filter((id) => expire(v, id, ctx)).length, true);
   }
 
   async purge(reservationRetentionMs: number): Promise<void> {
@@ -226,7 +298,7 @@ export class SqliteStore implements Store {
       this.stmt("DELETE FROM reservations WHERE status = 'EXPIRED' AND expired_at_ms < ?").run(now - reservationRetentionMs);
       this.governance.purgeAudit(now);
       return 0;
-    });
+    }, false);
   }
 
   async getReservation(id: string): Promise<ReservationRecord | undefined> {
@@ -366,9 +438,9 @@ export class SqliteStore implements Store {
       if (patch.status !== undefined) next.status = patch.status;
       // Lowering the limit below current debt puts the scope over limit; raising it clears that.
       if (patch.overdraft_limit !== undefined) next.is_over_limit = next.debt > next.overdraft_limit;
-      this.view.updateBudgets([next]);
+      this.direct.updateBudgets([next]);
       return 1;
-    }).then(async (n) => (n ? this.getBudget(scope, unit) : undefined));
+    }, false).then(async (n) => (n ? this.getBudget(scope, unit) : undefined));
   }
 
   // ---- events ----
@@ -415,7 +487,7 @@ export class SqliteStore implements Store {
   // ---- governance plane (store/sqlite/governance*.ts) ----
   private readonly governance = new SqliteGovernance({
     stmt: (sql) => this.stmt(sql),
-    transact: <T>(fn: (view: LedgerView & { now: number }) => T) => this.enqueue(fn as unknown as (view: SqliteView) => number) as unknown as Promise<T>,
+    transact: <T>(fn: (view: LedgerView & { now: number }) => T) => this.transact(fn),
   });
   queryTenants: GovernanceStore['queryTenants'] = (q) => this.governance.queryTenants(q);
   openTenant: GovernanceStore['openTenant'] = (t, c) => this.governance.openTenant(t, c);
@@ -438,81 +510,4 @@ export class SqliteStore implements Store {
   queryAudit: GovernanceStore['queryAudit'] = (q) => this.governance.queryAudit(q);
   appendEvents: GovernanceStore['appendEvents'] = (d, c) => this.governance.appendEvents(d, c);
   overview: GovernanceStore['overview'] = (now, w) => this.governance.overview(now, w);
-}
-
-/** The LedgerView of the transaction currently open on the store's connection. */
-class SqliteView implements LedgerView {
-  now = 0;
-  /** Events written by the current group, reported once it commits. */
-  written: EventRecord[] = [];
-  constructor(private readonly store: SqliteStore) {}
-
-  tenant(id: string): TenantRecord | undefined {
-    const row = this.store.stmt('SELECT * FROM tenants WHERE tenant_id = ?').get(id) as Row | undefined;
-    return row ? tenantFromRow(row) : undefined;
-  }
-
-  idempotency(tenantId: string, endpoint: string, key: string): IdempotencyRecord | undefined {
-    const row = this.store.stmt('SELECT * FROM idempotency WHERE tenant_id = ? AND endpoint = ? AND key = ?').get(tenantId, endpoint, key) as
-      | Row
-      | undefined;
-    return row ? idempotencyFromRow(row) : undefined;
-  }
-
-  putIdempotency(r: IdempotencyRecord): void {
-    this.store
-      .stmt(
-        `INSERT OR REPLACE INTO idempotency (tenant_id, endpoint, key, request_hash, status, body, reservation_id, created_at, expires_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      )
-      .run(r.tenant_id, r.endpoint, r.key, r.request_hash, r.status, r.body, r.reservation_id ?? null, r.created_at, r.expires_at);
-  }
-
-  reservation(id: string): ReservationRecord | undefined {
-    const row = this.store.stmt('SELECT * FROM reservations WHERE reservation_id = ?').get(id) as Row | undefined;
-    return row ? reservationFromRow(row) : undefined;
-  }
-
-  insertReservation(r: ReservationRecord): void {
-    const row = reservationToRow(r);
-    this.store.stmt(insertSql('reservations', row)).run(row);
-  }
-
-  updateReservation(r: ReservationRecord): void {
-    const row = reservationToRow(r);
-    const cols = Object.keys(row).filter((c) => c !== 'reservation_id');
-    this.store.stmt(`UPDATE reservations SET ${cols.map((c) => `${c} = @${c}`).join(', ')} WHERE reservation_id = @reservation_id`).run(row);
-  }
-
-  budgets(tenantId: string, scopes: readonly string[]): BudgetRecord[] {
-    if (scopes.length === 0) return [];
-    const sql = `SELECT * FROM budgets WHERE tenant_id = ? AND scope IN (${scopes.map(() => '?').join(',')})`;
-    return (this.store.stmt(sql).all(tenantId, ...scopes) as Row[]).map(budgetFromRow);
-  }
-
-  emit(draft: EventDraft, ctx: OpContext): void {
-    const e = buildEvent(draft, ctx, this.now);
-    if (this.store.reportsEvents) this.written.push(e);
-    this.store
-      .stmt(
-        `INSERT INTO events (event_id, event_type, category, timestamp, tenant_id, scope, correlation_id, request_id, trace_id, trace_flags, body)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      )
-      .run(e.event_id, e.event_type, e.category, e.timestamp, e.tenant_id, e.scope ?? null, e.correlation_id ?? null, e.request_id ?? null, e.trace_id ?? null, e.trace_flags ?? null, e.body);
-  }
-
-  policies(tenantId: string): PolicyRecord[] {
-    const rows = this.store.stmt("SELECT * FROM policies WHERE tenant_id = ? AND status = 'ACTIVE'").all(tenantId) as Row[];
-    return rows.map(policyFromRow);
-  }
-
-  updateBudgets(records: readonly BudgetRecord[]): void {
-    const s = this.store.stmt(
-      `UPDATE budgets SET allocated = @allocated, reserved = @reserved, spent = @spent, debt = @debt,
-         overdraft_limit = @overdraft_limit, is_over_limit = @is_over_limit, status = @status,
-         commit_overage_policy = @commit_overage_policy, metadata = @metadata, updated_at = @updated_at
-       WHERE scope = @scope AND unit = @unit`,
-    );
-    for (const b of records) s.run(budgetToRow(b));
-  }
 }

@@ -1,0 +1,204 @@
+/**
+ * The embedded SQLite store at the store level: what the HTTP suites cannot arrange. A file of
+ * the previous schema version is upgraded on open and its reservations stay readable and
+ * settleable; in one commit group, a member whose buffered writes SQLite refuses fails alone
+ * (the group is rolled back and run again member by member), and members see each other's
+ * writes (a same-key retry in the same group replays the first).
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import Database from 'better-sqlite3';
+import { requestHash } from '../../src/ledger/ops/shared.js';
+import { deriveScopes, type Subject } from '../../src/ledger/scopes.js';
+import type { BudgetRecord, ReservationRecord } from '../../src/ledger/types.js';
+import { budgetToRow, reservationToRow, tenantToRow } from '../../src/store/sqlite/rows.js';
+import { SCHEMA_VERSION } from '../../src/store/sqlite/schema.js';
+import { SqliteStore } from '../../src/store/sqlite/store.js';
+
+const dirs: string[] = [];
+const tempDir = () => {
+  const d = mkdtempSync(join(tmpdir(), 'cycles-sqlite-'));
+  dirs.push(d);
+  return d;
+};
+after(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+const V1_SCHEMA = readFileSync(new URL('./fixtures/sqlite-schema-v1.sql', import.meta.url), 'utf8');
+const ctx = { actor: { type: 'api_key' as const, key_id: 'key_1' }, traceId: 'a'.repeat(32) };
+const NOW = Date.now();
+
+const budget = (scope: string, allocated: number, reserved = 0): BudgetRecord => ({
+  ledger_id: `led_${scope}`,
+  tenant_id: 't1',
+  scope,
+  unit: 'TOKENS',
+  allocated,
+  reserved,
+  spent: 0,
+  debt: 0,
+  overdraft_limit: 0,
+  is_over_limit: false,
+  status: 'ACTIVE',
+  created_at: NOW,
+  updated_at: NOW,
+});
+
+const insert = (db: Database.Database, table: string, row: Record<string, unknown>) =>
+  db.prepare(`INSERT INTO ${table} (${Object.keys(row).join(',')}) VALUES (${Object.keys(row).map((c) => '@' + c).join(',')})`).run(row);
+
+function reserveCmd(subject: Subject, amount: number, key: string) {
+  const request = { idempotency_key: key, subject, action: { kind: 'llm', name: 'x' }, estimate: { unit: 'TOKENS' as const, amount } };
+  return { ctx, tenantId: 't1', request, scopes: deriveScopes(subject), hash: requestHash('reserve', request) };
+}
+
+function commitCmd(id: string, amount: number, key: string) {
+  const request = { idempotency_key: key, actual: { unit: 'TOKENS' as const, amount } };
+  return { ctx, reservationId: id, callerTenant: 't1', request, hash: requestHash('commit', request, id) };
+}
+
+describe('schema upgrade', () => {
+  test('a version 1 file is upgraded on open; its reservation stays readable, listable and settleable', async () => {
+    const dir = tempDir();
+    const old = new Database(join(dir, 'cycles.db'));
+    old.pragma('journal_mode = WAL');
+    old.exec(V1_SCHEMA);
+    old.prepare('INSERT INTO meta (key, value) VALUES (?, ?)').run('schema_version', '1');
+    insert(old, 'tenants', tenantToRow({ tenant_id: 't1', name: 'T1', status: 'ACTIVE', created_at: NOW }));
+    insert(old, 'budgets', budgetToRow(budget('tenant:t1', 1000, 100)));
+    insert(old, 'budgets', budgetToRow(budget('tenant:t1/workspace:w', 500, 100)));
+    const held: ReservationRecord = {
+      reservation_id: 'rsv_old',
+      tenant_id: 't1',
+      status: 'ACTIVE',
+      subject: { tenant: 't1', workspace: 'W' },
+      action: { kind: 'llm', name: 'x' },
+      unit: 'TOKENS',
+      reserved: 100,
+      scope_path: 'tenant:t1/workspace:w',
+      affected_scopes: ['tenant:t1', 'tenant:t1/workspace:w'],
+      budgeted_scopes: ['tenant:t1', 'tenant:t1/workspace:w'],
+      overage_policy: 'REJECT',
+      idempotency_key: 'idem-old',
+      created_at_ms: NOW,
+      expires_at_ms: NOW + 600_000,
+      ttl_ms: 600_000,
+      grace_period_ms: 5_000,
+      max_extensions: 10,
+      extension_count: 0,
+      metadata: { a: 1 },
+    };
+    insert(old, 'reservations', reservationToRow(held));
+    const indexes = (db: Database.Database) =>
+      (db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'reservations'").all() as Array<{ name: string }>).map((r) => r.name);
+    assert.ok(indexes(old).includes('reservations_id') && indexes(old).includes('reservations_idem'));
+    old.close();
+
+    const store = new SqliteStore({ dataDir: dir, sync: 'normal' });
+    try {
+      assert.equal(await store.getMeta('schema_version'), String(SCHEMA_VERSION));
+      const db = (store as unknown as { db: Database.Database }).db;
+      assert.deepEqual(
+        indexes(db).filter((n) => n === 'reservations_id' || n === 'reservations_idem'),
+        [],
+      );
+      assert.deepEqual(JSON.parse(JSON.stringify(await store.getReservation('rsv_old'))), held);
+      for (const sortBy of ['reservation_id', 'created_at_ms', 'reserved'] as const) {
+        const page = await store.listReservations({ tenantId: 't1', subject: {}, sortBy, sortDir: 'desc', limit: 10, idempotencyKey: 'idem-old' });
+        assert.deepEqual(
+          page.rows.map((r) => r.reservation_id),
+          ['rsv_old'],
+          sortBy,
+        );
+      }
+      const res = await store.commit(commitCmd('rsv_old', 60, 'commit-old'));
+      assert.equal(res.status, 200, res.body);
+      const r = await store.getReservation('rsv_old');
+      assert.equal(r?.status, 'COMMITTED');
+      assert.equal(r?.committed, 60);
+      for (const scope of ['tenant:t1', 'tenant:t1/workspace:w']) {
+        const b = await store.getBudget(scope, 'TOKENS');
+        assert.equal(b?.reserved, 0, scope);
+        assert.equal(b?.spent, 60, scope);
+      }
+      // The sweeper's queue no longer holds it; the upgraded file takes new reservations.
+      assert.equal(db.prepare('SELECT due_at_ms FROM reservations WHERE reservation_id = ?').pluck().get('rsv_old'), null);
+      const fresh = await store.reserve(reserveCmd({ tenant: 't1', workspace: 'w' }, 10, 'new-1'));
+      assert.equal(fresh.status, 200, fresh.body);
+    } finally {
+      await store.close();
+    }
+    // Opening again finds the current version and changes nothing.
+    const again = new SqliteStore({ dataDir: dir, sync: 'normal' });
+    try {
+      assert.equal(await again.getMeta('schema_version'), String(SCHEMA_VERSION));
+      assert.equal((await again.getReservation('rsv_old'))?.status, 'COMMITTED');
+    } finally {
+      await again.close();
+    }
+  });
+});
+
+describe('commit group', () => {
+  const open = async () => {
+    const store = new SqliteStore({ dataDir: tempDir(), sync: 'normal' });
+    await store.createTenant({ tenant_id: 't1', name: 'T1', status: 'ACTIVE', created_at: NOW });
+    await store.createBudget(budget('tenant:t1', 1000));
+    await store.createBudget(budget('tenant:t1/workspace:w', 500));
+    return store;
+  };
+  const subject = { tenant: 't1', workspace: 'w' };
+
+  test('a member whose writes SQLite refuses fails alone; the others commit; nothing of it is written', async () => {
+    const store = await open();
+    try {
+      const db = (store as unknown as { db: Database.Database }).db;
+      db.exec("CREATE TRIGGER refuse BEFORE INSERT ON reservations WHEN NEW.idempotency_key = 'boom' BEGIN SELECT RAISE(ABORT, 'refused by trigger'); END");
+      // Issued in one turn: one commit group.
+      const results = await Promise.allSettled([
+        store.reserve(reserveCmd(subject, 10, 'ok-1')),
+        store.reserve(reserveCmd(subject, 20, 'boom')),
+        store.reserve(reserveCmd(subject, 30, 'ok-2')),
+        // Refused by the ledger rules (over budget) in the same group: fails alone, as always.
+        store.reserve(reserveCmd(subject, 10_000, 'too-big')),
+      ]);
+      assert.equal(results[0]!.status, 'fulfilled');
+      assert.equal(results[2]!.status, 'fulfilled');
+      assert.equal(results[1]!.status, 'rejected');
+      assert.match(String((results[1] as PromiseRejectedResult).reason), /refused by trigger/);
+      assert.equal(results[3]!.status, 'rejected');
+      assert.equal(((results[3] as PromiseRejectedResult).reason as { code?: string }).code, 'BUDGET_EXCEEDED');
+      for (const scope of ['tenant:t1', 'tenant:t1/workspace:w']) assert.equal((await store.getBudget(scope, 'TOKENS'))?.reserved, 40, scope);
+      const page = await store.listReservations({ tenantId: 't1', subject: {}, sortBy: 'created_at_ms', sortDir: 'desc', limit: 10 });
+      assert.deepEqual(page.rows.map((r) => r.idempotency_key).sort(), ['ok-1', 'ok-2']);
+      assert.equal(db.prepare("SELECT COUNT(*) FROM idempotency WHERE key = 'boom'").pluck().get(), 0);
+    } finally {
+      await store.close();
+    }
+  });
+
+  test('members see earlier members’ writes: a same-key retry in the same group replays the first', async () => {
+    const store = await open();
+    try {
+      const [a, b] = await Promise.all([store.reserve(reserveCmd(subject, 10, 'same')), store.reserve(reserveCmd(subject, 10, 'same'))]);
+      assert.equal(a.status, 200);
+      assert.equal(b.replayed, true);
+      assert.equal(JSON.parse(b.body).reservation_id, JSON.parse(a.body).reservation_id);
+      assert.equal((await store.getBudget('tenant:t1', 'TOKENS'))?.reserved, 10);
+      // Reserve and commit of one reservation in one group: the row is written once, committed.
+      const id = JSON.parse(a.body).reservation_id as string;
+      const [c, r2] = await Promise.all([store.commit(commitCmd(id, 4, 'c1')), store.reserve(reserveCmd(subject, 5, 'other'))]);
+      assert.equal(c.status, 200, c.body);
+      assert.equal(r2.status, 200, r2.body);
+      const budgetRow = await store.getBudget('tenant:t1/workspace:w', 'TOKENS');
+      assert.deepEqual([budgetRow?.reserved, budgetRow?.spent], [5, 4]);
+      assert.equal((await store.getReservation(id))?.status, 'COMMITTED');
+    } finally {
+      await store.close();
+    }
+  });
+});
