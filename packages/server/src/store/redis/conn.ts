@@ -53,7 +53,9 @@ async function within(connecting: Promise<unknown>, abandon: () => void): Promis
 }
 
 function unavailable(err: unknown): CyclesError {
-  return new CyclesError('SERVICE_UNAVAILABLE', `The store is unavailable: ${(err as Error)?.message ?? String(err)}`);
+  // Whether a write that was in flight reached Redis is unknown: a retry with the same idempotency
+  // key answers either way, exactly once.
+  return new CyclesError('SERVICE_UNAVAILABLE', `The Redis store is unavailable (${(err as Error)?.message ?? String(err)}); retry with the same idempotency key`);
 }
 
 /** Errors that mean "Redis cannot be reached" rather than "Redis refused this command". */
