@@ -16,6 +16,10 @@ import { storeOperationDuration, storeUp } from './metrics.js';
 const WRITES = new Set<string>([
   'reserve', 'decide', 'commit', 'release', 'extend', 'createEvent', 'fundBudget',
   'createTenant', 'updateTenant', 'closeTenant', 'createApiKey', 'updateApiKey', 'createBudget', 'updateBudget',
+  // The governance plane's own writes.
+  'openTenant', 'changeTenant', 'bulkTenants', 'issueApiKey', 'changeApiKey', 'revokeApiKey', 'touchApiKey',
+  'openBudget', 'changeBudget', 'bulkBudgets', 'createPolicy', 'changePolicy', 'appendAudit', 'appendEvents',
+  'createWebhook', 'updateWebhook', 'deleteWebhook', 'enqueueReplay', 'completeDelivery', 'putMeta',
 ]);
 
 /** Background calls that often write nothing: their failure counts, their success proves nothing. */
