@@ -110,6 +110,8 @@ export class RedisStore implements Store {
 
   async close(): Promise<void> {
     if (this.closed) return;
+    // Registry touches still waiting for the end of the event-loop turn go out first.
+    await this.sweeper.flush();
     this.closed = true;
     const c = await this.connecting?.catch(() => undefined);
     await c?.close();
@@ -195,14 +197,14 @@ export class RedisStore implements Store {
     const dry = cmd.request.dry_run === true;
     const { reply, rid } = await this.evaluate(dry ? 'dry' : 'live', cmd);
     if (reply[0] === 'REPLAY') return this.reserveReplay(cmd.tenantId, reply);
-    const body = String(reply[2]);
-    await this.wrote(cmd.tenantId, reply[4]);
-    if (!dry) {
-      const dueAt = Number(reply[3]);
-      const scopesJson = body.includes('"reservation_id"') ? budgetedOf(body) : undefined;
-      if (scopesJson) this.held.set(rid, { unit: cmd.request.estimate.unit, scopesJson });
+    const body = reply[2] as string;
+    if (reply[4] !== '') await this.wrote(cmd.tenantId, reply[4]);
+    if (!dry && typeof reply[5] === 'string') {
+      // The script hands back the budgeted scopes it stored, so a later commit/release/extend of
+      // this reservation from this process names its budget keys without reading them first.
+      this.held.set(rid, { unit: cmd.request.estimate.unit, scopesJson: reply[5] });
       // The expiry registry lives outside the tenant's slot, so it is told after the script.
-      await this.sweeper.touch(cmd.tenantId, dueAt);
+      this.sweeper.touch(cmd.tenantId, Number(reply[3]));
     }
     return { status: Number(reply[1]), body, replayed: false };
   }
@@ -649,10 +651,4 @@ export class RedisStore implements Store {
     await conn.call(meta, ['HSETNX', meta, key, value]);
     return (await this.getMeta(key))!;
   }
-}
-
-/** The budgeted_scopes JSON of a fresh reservation, read back from its balances (same order). */
-function budgetedOf(body: string): string {
-  const parsed = JSON.parse(body) as { balances: Array<{ scope: string }> };
-  return JSON.stringify(parsed.balances.map((b) => b.scope));
 }

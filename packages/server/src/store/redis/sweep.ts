@@ -38,10 +38,41 @@ export class Sweeper {
     private readonly committed: (entries: OutboxEntry[]) => Promise<void>,
   ) {}
 
-  /** Registry write after a reservation is taken (or a reservation's expiry moved earlier). */
-  async touch(tenant: string, dueAt: number): Promise<void> {
+  /** Registry writes waiting for the end of this event-loop turn: tenant -> earliest due time. */
+  private touches = new Map<string, number>();
+  private flushing: NodeJS.Immediate | undefined;
+
+  /**
+   * Registry write after a reservation is taken. The request does not wait for it: the
+   * reservation is already in its tenant's `due` queue (the truth), and the touches of one
+   * event-loop turn go out as one script call instead of one round trip per reservation. A touch
+   * that fails is kept for the next call; one lost with its process is repaired by the periodic
+   * reconciliation, exactly like a crash between the reserve script and this write.
+   */
+  touch(tenant: string, dueAt: number): void {
+    const prev = this.touches.get(tenant);
+    if (prev === undefined || dueAt < prev) this.touches.set(tenant, dueAt);
+    this.flushing ??= setImmediate(() => void this.flush());
+  }
+
+  /** Writes the pending touches (also called before the store closes). */
+  async flush(): Promise<void> {
+    if (this.flushing) clearImmediate(this.flushing);
+    this.flushing = undefined;
+    if (this.touches.size === 0) return;
+    const batch = this.touches;
+    this.touches = new Map();
+    const args: Array<string | number> = [];
+    for (const [tenant, dueAt] of batch) args.push(tenant, dueAt);
     const k = this.keys;
-    await (await this.conn()).run(SCRIPTS.registryTouch, [k.sweepDue(), k.sweepTouched()], [tenant, dueAt]);
+    try {
+      await (await this.conn()).run(SCRIPTS.registryTouch, [k.sweepDue(), k.sweepTouched()], args);
+    } catch {
+      for (const [tenant, dueAt] of batch) {
+        const prev = this.touches.get(tenant);
+        if (prev === undefined || dueAt < prev) this.touches.set(tenant, dueAt);
+      }
+    }
   }
 
   /** Runs `job` only while holding the named lease; returns undefined when another process holds it. */

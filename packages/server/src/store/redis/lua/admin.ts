@@ -69,12 +69,16 @@ return 1
 `;
 
 /**
- * Expiry registry, written after a reservation is taken: lower the tenant's hint to its due
- * time and mark it touched. KEYS: 1 registry, 2 touched set. ARGV: 1 tenant, 2 due time.
+ * Expiry registry, written after reservations are taken: lower each tenant's hint to its due
+ * time and mark it touched, both in one step (a sweep settling the tenant in between would
+ * otherwise overwrite the lowered hint). KEYS: 1 registry, 2 touched set. ARGV: pairs of tenant,
+ * due time (one call carries every tenant touched in one event-loop turn).
  */
 export const REGISTRY_TOUCH = String.raw`
-redis.call('ZADD', KEYS[1], 'LT', ARGV[2], ARGV[1])
-redis.call('SADD', KEYS[2], ARGV[1])
+for i = 1, #ARGV, 2 do
+  redis.call('ZADD', KEYS[1], 'LT', ARGV[i + 1], ARGV[i])
+  redis.call('SADD', KEYS[2], ARGV[i])
+end
 return 1
 `;
 

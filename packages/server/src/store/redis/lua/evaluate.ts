@@ -8,7 +8,8 @@
  *       7 scope count, 8 reservation id, 9 ttl_ms, 10 grace_period_ms, 11 overage policy,
  *       12 subject JSON, 13 action JSON, 14 metadata JSON, 15 scope_path JSON, 16 affected_scopes JSON,
  *       17 request context JSON, 18 units CSV, 19.. scopes (root first). Empty string = absent.
- * Reply: {'OK', status, body, due time (live), outbox entry id or ''} | {'REPLAY', status, body, reservation id, now}
+ * Reply: {'OK', status, body, due time (live), outbox entry id or '', budgeted scopes JSON (live)}
+ *      | {'REPLAY', status, body, reservation id, now}
  *      | {'ERR', code, ...}
  */
 import { LIB } from './lib.js';
@@ -108,9 +109,10 @@ return run(function()
   local expires = now + ttl
   local budgeted = {}
   for i, b in ipairs(budgets) do budgeted[i] = b.scope end
+  local budgeted_json = jarr(budgeted)
 
   local fields = { 'reservation_id', rid, 'tenant_id', tenant_id, 'status', 'ACTIVE', 'subject', subject_json, 'action', action_json,
-    'unit', unit, 'reserved', int(estimate), 'scope_path', scope_path, 'affected_scopes', affected_json, 'budgeted_scopes', jarr(budgeted),
+    'unit', unit, 'reserved', int(estimate), 'scope_path', scope_path, 'affected_scopes', affected_json, 'budgeted_scopes', budgeted_json,
     'overage_policy', policy, 'idempotency_key', idem_key, 'created_at_ms', int(now), 'expires_at_ms', int(expires), 'ttl_ms', int(ttl),
     'grace_period_ms', int(grace), 'max_extensions', int(max_ext), 'extension_count', '0' }
   if not blank(metadata_json) then fields[#fields + 1] = 'metadata'; fields[#fields + 1] = metadata_json end
@@ -131,6 +133,6 @@ return run(function()
     ',"expires_at_ms":' .. int(expires) .. ',"remaining_ttl_ms":' .. int(ttl) .. ',"scope_path":' .. scope_path_json ..
     ',"affected_scopes":' .. affected_json .. caps_field .. ',"balances":' .. balances_json(held) .. '}'
   record(KEYS[2], hash, 200, body, rid, now, horizon(now, expires + grace))
-  return { 'OK', 200, body, int(expires + grace), emitted }
+  return { 'OK', 200, body, int(expires + grace), emitted, budgeted_json }
 end)
 `;
