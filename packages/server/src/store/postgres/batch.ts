@@ -38,23 +38,35 @@ interface Queued {
 /** Operations in one group at most. */
 export const MAX_GROUP = 64;
 
+interface Lane {
+  queue: Queued[];
+  running: number;
+}
+
 /**
- * Collects operations and hands them to `runGroup` in groups, at most `slots` groups at a time.
+ * Collects operations and hands them to `runGroup` in groups. Operations go to a lane by their
+ * tenant (`laneKey`), and each lane runs at most `perLane` groups at a time: while a lane's
+ * groups are in flight its new arrivals wait and form one bigger group, instead of many small
+ * ones that queue on the same tenant's rows in the database anyway. The fixed costs of a group
+ * (its statements, its network writes) are then shared by more operations. Different lanes (most
+ * often different tenants) run side by side on different connections.
  * `runGroup` settles every item of its group (resolve or reject).
  */
 export class Batcher {
-  private queue: Queued[] = [];
-  private running = 0;
+  private readonly lanes: Lane[];
   private scheduled = false;
 
   constructor(
-    private readonly slots: number,
+    lanes: number,
+    private readonly perLane: number,
     private readonly runGroup: (group: Queued[]) => Promise<void>,
-  ) {}
+  ) {
+    this.lanes = Array.from({ length: Math.max(1, lanes) }, () => ({ queue: [], running: 0 }));
+  }
 
-  submit(item: BatchItem): Promise<OpResult> {
+  submit(laneKey: string, item: BatchItem): Promise<OpResult> {
     return new Promise<OpResult>((resolve, reject) => {
-      this.queue.push({ item, resolve, reject });
+      this.lanes[laneOf(laneKey, this.lanes.length)]!.queue.push({ item, resolve, reject });
       this.schedule();
     });
   }
@@ -65,20 +77,30 @@ export class Batcher {
     this.scheduled = true;
     setImmediate(() => {
       this.scheduled = false;
-      while (this.running < this.slots && this.queue.length > 0) {
-        const group = this.queue.splice(0, MAX_GROUP);
-        this.running++;
-        this.runGroup(group)
-          .catch((e: unknown) => {
-            for (const q of group) q.reject(e);
-          })
-          .finally(() => {
-            this.running--;
-            if (this.queue.length > 0) this.schedule();
-          });
+      for (const lane of this.lanes) {
+        while (lane.running < this.perLane && lane.queue.length > 0) {
+          const group = lane.queue.splice(0, MAX_GROUP);
+          lane.running++;
+          this.runGroup(group)
+            .catch((e: unknown) => {
+              for (const q of group) q.reject(e);
+            })
+            .finally(() => {
+              lane.running--;
+              if (lane.queue.length > 0) this.schedule();
+            });
+        }
       }
     });
   }
+}
+
+/** A stable lane per key (FNV-1a). */
+function laneOf(key: string, lanes: number): number {
+  if (lanes === 1) return 0;
+  let h = 0x811c9dc5;
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
+  return (h >>> 0) % lanes;
 }
 
 export type { Queued };

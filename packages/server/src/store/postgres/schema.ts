@@ -319,7 +319,33 @@ CREATE INDEX audit_trace ON audit_logs (trace_id) WHERE trace_id IS NOT NULL;
 CREATE INDEX audit_expiry ON audit_logs (expires_at);
 `;
 
-export const MIGRATIONS: readonly Migration[] = [{ version: 1, name: 'initial schema', sql: V1_INITIAL }];
+/**
+ * The check at the end of every write statement (writes.ts): a part that touched other than the
+ * expected number of rows fails the statement, and with it the transaction, on the server. The
+ * COMMIT can then travel in the same network write as the statement: it turns into a rollback
+ * whenever the check failed. An idempotency record that could not be written means another
+ * request with the key committed first: that is reported as a unique violation, which retries the
+ * whole transaction (and then replays that request's answer).
+ */
+const V2_WRITE_CHECK = `
+CREATE OR REPLACE FUNCTION cycles_expect_rows(part TEXT, got BIGINT, want BIGINT) RETURNS BIGINT
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+  IF got IS DISTINCT FROM want THEN
+    IF part = 'put_i' THEN
+      RAISE EXCEPTION 'idempotency record written concurrently' USING ERRCODE = 'unique_violation';
+    END IF;
+    RAISE EXCEPTION 'Store write % touched % rows, expected %', part, got, want USING ERRCODE = 'CYW01';
+  END IF;
+  RETURN got;
+END
+$$;
+`;
+
+export const MIGRATIONS: readonly Migration[] = [
+  { version: 1, name: 'initial schema', sql: V1_INITIAL },
+  { version: 2, name: 'write check function', sql: V2_WRITE_CHECK },
+];
 
 /** The schema version this build needs. */
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;

@@ -67,7 +67,7 @@ import { fundWithEvents } from '../sqlite/governance-fund.js';
 import { PostgresGovernance } from './governance.js';
 import { PostgresWebhooks } from './webhooks.js';
 import { Batcher, type BatchItem, type Queued } from './batch.js';
-import { COUNT_NAME, writeStatement } from './writes.js';
+import { writeStatement, type WriteStatement } from './writes.js';
 
 export interface PostgresOptions {
   /** postgres://user:pass@host:port/db (DATABASE_URL). */
@@ -93,17 +93,18 @@ const IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000;
 /** A request never waits longer than this for a row lock (below the HTTP request timeout): 503, retry. */
 const LOCK_TIMEOUT_MS = 10_000;
 const CONNECT_TIMEOUT_MS = 10_000;
+/**
+ * Lanes of the batcher (batch.ts): groups in flight at a time, each on a share of the tenants.
+ * Fewer lanes make bigger groups (less CPU per operation); more than one keeps a group that waits
+ * on a row lock from holding up every tenant of the process.
+ */
+const LANES = 2;
 
 /** SQLSTATEs after which the whole transaction is retried: nothing of it was applied. */
 const RETRYABLE = new Set(['40001', '40P01', '23505']);
 /** SQLSTATE classes and codes meaning the database cannot be reached right now. */
 const UNAVAILABLE_CODES = new Set(['57P01', '57P02', '57P03', '53300', '53400']);
 const UNAVAILABLE_ERRNOS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EPIPE', 'EHOSTUNREACH', 'EAI_AGAIN']);
-
-/** The idempotency upsert met a live record: another request with the key won; retry and replay it. */
-class LostRace extends Error {
-  readonly code = '23505';
-}
 
 const sqlState = (e: unknown): string | undefined => (e as { code?: unknown })?.code as string | undefined;
 
@@ -132,6 +133,7 @@ function storeError(e: unknown): unknown {
   if (sqlState(e) === '22021' || sqlState(e) === '22P05') {
     return new CyclesError('INVALID_REQUEST', 'Text values must not contain NUL (U+0000) characters on this server');
   }
+  if (sqlState(e) === 'CYW01') return new CyclesError('INTERNAL_ERROR', (e as Error).message);
   if (sqlState(e) === '55P03') {
     return new CyclesError('SERVICE_UNAVAILABLE', `The PostgreSQL store is busy: no row lock within ${LOCK_TIMEOUT_MS} ms; nothing was written, retry with the same idempotency key`);
   }
@@ -154,9 +156,38 @@ function statementName(text: string): string {
   return name;
 }
 
+const preparedQuery = (text: string, values: unknown[]): pg.QueryConfig => ({ name: statementName(text), text, values });
+
+/**
+ * Sends the queries `send` issues in one network write and waits for all of them. The pool's
+ * connections run in pg's pipeline mode, so a query goes out as soon as it is issued; corking the
+ * socket around several makes them one write (and one round trip) instead of one each. Socket
+ * writes are a large share of the server's CPU time per operation. Each query still gets its own
+ * answer: when one fails inside a transaction, the ones after it fail too (or a COMMIT becomes a
+ * rollback), which the callers rely on.
+ */
+export function pipelined(client: pg.PoolClient, send: () => Array<Promise<pg.QueryResult>>): Promise<pg.QueryResult[]> {
+  const stream = (client as unknown as { connection?: { stream?: { cork?: () => void; uncork?: () => void } } }).connection?.stream;
+  stream?.cork?.();
+  let sent: Array<Promise<pg.QueryResult>>;
+  try {
+    sent = send();
+  } finally {
+    stream?.uncork?.();
+  }
+  return Promise.all(sent);
+}
+
+/** A COMMIT answered with another tag (ROLLBACK) did not commit: never report success for it. */
+function committed(res: pg.QueryResult | undefined): void {
+  if (res?.command !== 'COMMIT') throw new Error(`COMMIT was answered with ${res?.command ?? 'nothing'}; the transaction was rolled back`);
+}
+
 export class Tx {
   /** Events written by this transaction (reported once it commits). */
   readonly events: EventRecord[] = [];
+  /** The last write statement, held back to go out with COMMIT (or before the next statement). */
+  private pending: WriteStatement | undefined;
 
   constructor(
     readonly client: pg.PoolClient,
@@ -165,14 +196,43 @@ export class Tx {
     readonly first: Row[] = [],
   ) {}
 
-
   async rows(text: string, values: unknown[] = []): Promise<Row[]> {
+    await this.sendPending();
     return (await this.client.query(text, values)).rows as Row[];
   }
 
   /** A statement prepared once per connection (named by its text), for the hot path. */
   async prepared(text: string, values: unknown[]): Promise<Row[]> {
-    return (await this.client.query({ name: statementName(text), text, values })).rows as Row[];
+    await this.sendPending();
+    return (await this.client.query(preparedQuery(text, values))).rows as Row[];
+  }
+
+  /**
+   * Queues a write statement. It checks its own row counts on the server, so it can share a
+   * network write with the COMMIT; a later statement of the transaction sends it first.
+   */
+  write(stmt: WriteStatement): void {
+    if (this.pending) throw new Error('a write statement is already pending');
+    this.pending = stmt;
+  }
+
+  private async sendPending(): Promise<void> {
+    const stmt = this.pending;
+    if (!stmt) return;
+    this.pending = undefined;
+    await this.client.query(preparedQuery(stmt.text, stmt.values));
+  }
+
+  /** COMMIT, in the same network write as the pending write statement if there is one. */
+  async commit(): Promise<void> {
+    const stmt = this.pending;
+    this.pending = undefined;
+    if (!stmt) {
+      committed(await this.client.query('COMMIT'));
+      return;
+    }
+    const [, done] = await pipelined(this.client, () => [this.client.query(preparedQuery(stmt.text, stmt.values)), this.client.query('COMMIT')]);
+    committed(done);
   }
 
   async run(sql: Sql): Promise<Row[]> {
@@ -205,14 +265,16 @@ const SQL = {
       (SELECT to_json(t) FROM tenants t WHERE t.tenant_id = $1) AS tenant,
       (SELECT to_json(i) FROM idempotency i WHERE i.tenant_id = $1 AND i.endpoint = $3 AND i.key = $4) AS idem,
       (SELECT coalesce(json_agg(p ORDER BY p.policy_id), '[]'::json) FROM policies p WHERE p.tenant_id = $1 AND p.status = 'ACTIVE') AS policies`,
-  // A group's reservations, locked in id order.
-  reservationsLocked: 'SELECT * FROM reservations WHERE reservation_id = ANY($1::text[]) ORDER BY reservation_id FOR UPDATE',
+  // A group's reservations, locked in id order; the first statement of its transaction.
+  reservationsFirst: `WITH r AS MATERIALIZED (SELECT * FROM reservations WHERE reservation_id = ANY($1::text[]) ORDER BY reservation_id FOR UPDATE)
+    SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now, (SELECT coalesce(json_agg(r), '[]'::json) FROM r) AS reservations`,
   // A group's evaluation: the budgets of several (tenant, scope) pairs (locked in one ordered
   // statement when FOR UPDATE), the tenants, the idempotency records and the active policies.
   groupEvaluation: (lock: boolean) => `WITH b AS MATERIALIZED (
       SELECT bu.* FROM budgets bu JOIN unnest($1::text[], $2::text[]) AS w(tenant_id, scope)
         ON bu.tenant_id = w.tenant_id AND bu.scope = w.scope ORDER BY bu.scope, bu.unit${lock ? ' FOR UPDATE OF bu' : ''})
-    SELECT (SELECT coalesce(json_agg(b), '[]'::json) FROM b) AS budgets, ${groupReads(3)}`,
+    SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now,
+      (SELECT coalesce(json_agg(b), '[]'::json) FROM b) AS budgets, ${groupReads(3)}`,
   // The same reads again, under the locks (for refused operations).
   groupRefresh: `SELECT ${groupReads(1)}`,
   // The reservation a commit, release or extend acts on, locked; the first statement of its transaction.
@@ -243,6 +305,55 @@ interface OpPlan<T, C = void> {
   recheck?(tx: Tx, view: SnapshotView): Promise<boolean>;
 }
 
+interface GroupPlan {
+  /** Per item, the tenant whose rows it evaluates (undefined: nothing to evaluate, e.g. an unknown reservation). */
+  evaluated: Array<string | undefined>;
+  tenants: string[];
+  keys: Array<[string, string, string]>;
+  pairs: Array<[string, string]>;
+  /** Whether the budgets are locked (any item that may write). */
+  lock: boolean;
+  /** Parameters of the group evaluation statement, and of the refresh (its reads without the budgets). */
+  evaluationArgs: unknown[];
+  readArgs: unknown[];
+}
+
+/**
+ * What a group reads: the budgets of every (tenant, scope) pair, the tenants, the idempotency
+ * records and the policies. Settle items name a reservation, whose tenant and scopes come from
+ * `view` (loaded first); the others carry their own.
+ */
+function groupPlan(items: readonly BatchItem[], view: SnapshotView | undefined): GroupPlan {
+  const pairs = new Map<string, [string, string]>();
+  const tenants = new Set<string>();
+  const keys = new Map<string, [string, string, string]>();
+  let lock = false;
+  const evaluated = items.map((it) => {
+    const r = it.reservationId !== undefined ? view?.reservations.get(it.reservationId) : undefined;
+    const tenantId = it.reservationId !== undefined ? r?.tenant_id : it.tenantId;
+    const scopes = it.reservationId !== undefined ? r?.budgeted_scopes : it.scopes;
+    if (tenantId === undefined) return undefined;
+    tenants.add(tenantId);
+    lock ||= it.lock;
+    for (const sc of scopes ?? []) pairs.set(`${tenantId}\u0000${sc}`, [tenantId, sc]);
+    if (it.key !== undefined) keys.set(idemKey(tenantId, it.endpoint, it.key), [tenantId, it.endpoint, it.key]);
+    return tenantId;
+  });
+  const tenantList = [...tenants];
+  const keyList = [...keys.values()];
+  const pairList = [...pairs.values()];
+  const readArgs = [tenantList, keyList.map((k) => k[0]), keyList.map((k) => k[1]), keyList.map((k) => k[2])];
+  return {
+    evaluated,
+    tenants: tenantList,
+    keys: keyList,
+    pairs: pairList,
+    lock,
+    evaluationArgs: [pairList.map((p) => p[0]), pairList.map((p) => p[1]), ...readArgs],
+    readArgs,
+  };
+}
+
 export class PostgresStore implements Store {
   readonly kind = 'postgres' as const;
   readonly schema: string | undefined;
@@ -269,8 +380,10 @@ export class PostgresStore implements Store {
     this.schema = opts.schema;
     this.migrateOnOpen = opts.migrate ?? true;
     this.onEventsCommitted = opts.onEventsCommitted;
-    // One connection stays free of groups for reads, the sweeper and the governance plane.
-    this.batcher = new Batcher(Math.max(1, opts.poolSize - 1), (group) => this.runGroup(group));
+    // One connection stays free of groups for reads, the sweeper and the governance plane; the
+    // others are shared by the lanes of the batcher (batch.ts), GROUPS_PER_LANE each.
+    const slots = Math.max(1, opts.poolSize - 1);
+    this.batcher = new Batcher(Math.min(slots, LANES), 1, (group) => this.runGroup(group));
   }
 
   static createPool(opts: Pick<PostgresOptions, 'url' | 'poolSize' | 'schema' | 'applicationName'>): pg.Pool {
@@ -285,6 +398,8 @@ export class PostgresStore implements Store {
       application_name: opts.applicationName ?? 'cycles',
       options: settings.join(' '),
       connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+      // Queries are sent as soon as they are issued, so that `pipelined` can put several in one write.
+      pipeline: true,
     });
     // An idle connection that breaks is dropped by the pool; the next query reconnects.
     pool.on('error', () => undefined);
@@ -378,17 +493,17 @@ export class PostgresStore implements Store {
       try {
         let tx: Tx;
         if (first) {
-          // The first statement reads the clock itself (a \`now\` column) and is a prepared statement:
-          // on a busy server, planning once per connection saves more than one round trip would.
-          await client.query('BEGIN');
-          const rows = (await client.query({ name: statementName(first.text), text: first.text, values: first.values })).rows as Row[];
+          // The first statement reads the clock itself (a \`now\` column) and is a prepared
+          // statement (planned once per connection); it goes out in one write with BEGIN.
+          const [, res] = await pipelined(client, () => [client.query('BEGIN'), client.query(preparedQuery(first.text, first.values))]);
+          const rows = res!.rows as Row[];
           tx = new Tx(client, int(rows[0]!.now), rows);
         } else {
           const res = (await client.query(SQL.begin)) as unknown as pg.QueryResult[];
           tx = new Tx(client, int(res[1]!.rows[0]!.now));
         }
         const out = await body(tx);
-        await client.query('COMMIT');
+        await tx.commit();
         this.stats.committed++;
         if (tx.events.length > 0 && this.onEventsCommitted) {
           try {
@@ -572,19 +687,14 @@ export class PostgresStore implements Store {
 
   /**
    * Writes what the operation buffered, in one prepared statement (there are only a few dozen
-   * shapes), and checks every row landed.
+   * shapes) that checks every row landed. It is sent with the COMMIT (or before the next
+   * statement), so a failed check rolls the transaction back.
    */
   async flush(tx: Tx, view: SnapshotView): Promise<void> {
     const stmt = writeStatement(view.writes, view.now);
     if (!stmt) return;
-    const [counts] = await tx.prepared(stmt.text, stmt.values);
+    tx.write(stmt);
     tx.events.push(...view.writes.events);
-    for (const { part, rows } of stmt.expected) {
-      const got = int(counts?.[COUNT_NAME[part]]);
-      if (got === rows) continue;
-      if (part === 'putI') throw new LostRace('idempotency record written concurrently');
-      throw new CyclesError('INTERNAL_ERROR', `Store write ${COUNT_NAME[part]} touched ${got} rows, expected ${rows}`);
-    }
   }
 
   // ---------------------------------------------------------------- group commit
@@ -597,9 +707,19 @@ export class PostgresStore implements Store {
    */
   private async runGroup(group: Queued[]): Promise<void> {
     const items = group.map((q) => q.item);
+    // The transaction's first statement goes out with its BEGIN: the reservations settled in the
+    // group when there are any (their budgets are known only then), else the whole evaluation.
+    const reservationIds = [...new Set(items.map((i) => i.reservationId).filter((id): id is string => id !== undefined))].sort();
+    const plain = reservationIds.length === 0 ? groupPlan(items, undefined) : undefined;
+    const first: Sql | undefined =
+      reservationIds.length > 0
+        ? { text: SQL.reservationsFirst, values: [reservationIds] }
+        : plain!.tenants.length > 0
+          ? { text: SQL.groupEvaluation(plain!.lock), values: plain!.evaluationArgs }
+          : undefined;
     let outcomes: Outcome[];
     try {
-      outcomes = await this.transaction((tx) => this.groupBody(tx, items));
+      outcomes = await this.transaction((tx) => this.groupBody(tx, items, reservationIds, plain), first);
     } catch (e) {
       if (group.length === 1 || (e instanceof CyclesError && e.code === 'SERVICE_UNAVAILABLE')) {
         for (const q of group) q.reject(e);
@@ -615,36 +735,21 @@ export class PostgresStore implements Store {
     });
   }
 
-  private async groupBody(tx: Tx, items: readonly BatchItem[]): Promise<Outcome[]> {
+  private async groupBody(tx: Tx, items: readonly BatchItem[], reservationIds: readonly string[], plain: GroupPlan | undefined): Promise<Outcome[]> {
     const view = new SnapshotView(tx.now);
-    // 1. The reservations settled in this group, locked in id order.
-    const reservationIds = [...new Set(items.map((i) => i.reservationId).filter((id): id is string => id !== undefined))].sort();
+    // 1. The reservations settled in this group, locked in id order (the transaction's first statement).
+    let plan = plain;
     if (reservationIds.length > 0) {
-      const found = new Map((await tx.prepared(SQL.reservationsLocked, [reservationIds])).map((r) => [r.reservation_id as string, reservationFromRow(r)]));
+      const rows = (tx.first[0]?.reservations as Row[] | null | undefined) ?? [];
+      const found = new Map(rows.map((r) => [r.reservation_id as string, reservationFromRow(r)]));
       for (const id of reservationIds) view.loadReservation(id, found.get(id));
+      plan = groupPlan(items, view);
     }
-    // 2. Everything the operations read, budgets locked root to leaf, in one statement.
-    const pairs = new Map<string, [string, string]>();
-    const tenants = new Set<string>();
-    const keys = new Map<string, [string, string, string]>();
-    let lock = false;
-    const evaluated = items.map((it) => {
-      const r = it.reservationId !== undefined ? view.reservations.get(it.reservationId) : undefined;
-      const tenantId = it.reservationId !== undefined ? r?.tenant_id : it.tenantId;
-      const scopes = it.reservationId !== undefined ? r?.budgeted_scopes : it.scopes;
-      if (tenantId === undefined) return undefined;
-      tenants.add(tenantId);
-      lock ||= it.lock;
-      for (const sc of scopes ?? []) pairs.set(`${tenantId}\u0000${sc}`, [tenantId, sc]);
-      if (it.key !== undefined) keys.set(idemKey(tenantId, it.endpoint, it.key), [tenantId, it.endpoint, it.key]);
-      return tenantId;
-    });
-    const tenantList = [...tenants];
-    const keyList = [...keys.values()];
-    const readArgs = [tenantList, keyList.map((k) => k[0]), keyList.map((k) => k[1]), keyList.map((k) => k[2])];
+    const { evaluated, tenants: tenantList, keys: keyList, pairs: pairList, readArgs } = plan!;
+    // 2. Everything the operations read, budgets locked root to leaf, in one statement (the first
+    // one of the transaction unless reservations came first).
     if (tenantList.length > 0) {
-      const pairList = [...pairs.values()];
-      const [row] = await tx.prepared(SQL.groupEvaluation(lock), [pairList.map((p) => p[0]), pairList.map((p) => p[1]), ...readArgs]);
+      const row = plain ? tx.first[0] : (await tx.prepared(SQL.groupEvaluation(plan!.lock), plan!.evaluationArgs))[0];
       const budgets = ((row?.budgets as Row[] | undefined) ?? []).map(budgetFromRow);
       for (const t of tenantList) {
         view.loadBudgets(
@@ -746,7 +851,7 @@ export class PostgresStore implements Store {
 
   reserve = (cmd: Parameters<Store['reserve']>[0]): Promise<OpResult> =>
     this.coalesce(twinKey('reserve', cmd.tenantId, cmd.request.idempotency_key, cmd.hash), () =>
-      this.batcher.submit({
+      this.batcher.submit(cmd.tenantId, {
         tenantId: cmd.tenantId,
         scopes: cmd.scopes.affectedScopes,
         lock: cmd.request.dry_run !== true,
@@ -770,7 +875,7 @@ export class PostgresStore implements Store {
 
   decide = (cmd: Parameters<Store['decide']>[0]): Promise<OpResult> =>
     this.coalesce(twinKey('decide', cmd.tenantId, cmd.request.idempotency_key, cmd.hash), () =>
-      this.batcher.submit({
+      this.batcher.submit(cmd.tenantId, {
         tenantId: cmd.tenantId,
         scopes: cmd.scopes.affectedScopes,
         lock: false,
@@ -791,7 +896,7 @@ export class PostgresStore implements Store {
 
   createEvent = (cmd: Parameters<Store['createEvent']>[0]): Promise<OpResult> =>
     this.coalesce(twinKey('event', cmd.tenantId, cmd.request.idempotency_key, cmd.hash), () =>
-      this.batcher.submit({
+      this.batcher.submit(cmd.tenantId, {
         tenantId: cmd.tenantId,
         scopes: cmd.scopes.affectedScopes,
         lock: true,
@@ -813,7 +918,7 @@ export class PostgresStore implements Store {
 
   fundBudget = (cmd: FundingCommand & FundingNote): Promise<OpResult> =>
     this.coalesce(cmd.idempotencyKey === undefined ? undefined : twinKey('fund', cmd.tenantId, cmd.idempotencyKey, cmd.hash), () =>
-      this.batcher.submit({
+      this.batcher.submit(cmd.tenantId, {
         tenantId: cmd.tenantId,
         scopes: [cmd.scope],
         lock: true,
@@ -834,13 +939,13 @@ export class PostgresStore implements Store {
     });
 
   /** commit, release and extend: the reservation is locked first, then its budgets. */
-  private settle<C extends { reservationId: string; hash: string; request: { idempotency_key: string } }>(
+  private settle<C extends { reservationId: string; callerTenant?: string | undefined; hash: string; request: { idempotency_key: string } }>(
     endpoint: 'commit' | 'release' | 'extend',
     cmd: C,
     run: (view: SnapshotView, cmd: C) => OpResult,
   ): Promise<OpResult> {
     return this.coalesce(twinKey(endpoint, cmd.reservationId, cmd.request.idempotency_key, cmd.hash), () =>
-      this.batcher.submit({
+      this.batcher.submit(cmd.callerTenant ?? cmd.reservationId, {
         reservationId: cmd.reservationId,
         lock: true,
         endpoint,

@@ -2,7 +2,8 @@
  * Flushing an operation's buffered writes: one statement, whatever the operation wrote.
  * Each kind of write is a data-modifying CTE over `json_populate_recordset(NULL::table, $n)`,
  * so a sweep that expires 500 reservations costs the same single round trip as one commit.
- * JSON numbers are parsed exactly into BIGINT by PostgreSQL.
+ * JSON numbers are parsed exactly into BIGINT by PostgreSQL. The statement fails when a part
+ * touched other than the expected number of rows (see the schema's cycles_expect_rows).
  */
 import { budgetToRow, eventToRow, idempotencyToRow, reservationToRow, type Row } from './rows.js';
 import type { Writes } from './view.js';
@@ -57,8 +58,6 @@ export const COUNT_NAME: Record<Part, string> = { insR: 'ins_r', updR: 'upd_r', 
 export interface WriteStatement {
   text: string;
   values: unknown[];
-  /** Rows each part must touch, in the order of the statement's result columns. */
-  expected: Array<{ part: Part; rows: number }>;
 }
 
 /** Builds the single statement that applies `w`, or undefined when there is nothing to write. */
@@ -80,12 +79,17 @@ export function writeStatement(w: Writes, now: number): WriteStatement | undefin
     values.push(JSON.stringify(rows));
     return partSql(part, `$${values.length}`, '$1::bigint');
   });
-  const counts = used.map(([part]) => `(SELECT count(*) FROM ${COUNT_NAME[part]}) AS ${COUNT_NAME[part]}`);
+  // Each part's row count is checked on the server (cycles_expect_rows, schema v2), so a write that
+  // went wrong fails the transaction before the COMMIT that follows it in the same network write.
+  const counts = used.map(([part, rows]) => {
+    values.push(rows.length);
+    const name = COUNT_NAME[part];
+    return `cycles_expect_rows('${name}', (SELECT count(*) FROM ${name}), $${values.length}::bigint) AS ${name}`;
+  });
   return {
     // $1 (now) is always referenced, so its type is known even when no part uses it.
     text: `WITH ${ctes.join(',\n')}\nSELECT $1::bigint AS now, ${counts.join(', ')}`,
     values,
-    expected: used.map(([part, rows]) => ({ part, rows: rows.length })),
   };
 }
 
