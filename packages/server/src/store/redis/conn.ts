@@ -5,7 +5,7 @@
  * e.g. after a restart, a failover or on a cluster node that has not seen the script yet.
  */
 import { createHash } from 'node:crypto';
-import { createClient, createCluster, type RedisClientType, type RedisClusterType } from 'redis';
+import { createClient, createCluster, type RedisClientType, type RedisClusterType } from '@redis/client';
 import { CyclesError } from '../../ledger/errors.js';
 
 export interface RedisTarget {
