@@ -54,6 +54,7 @@ interface HeldKeys {
 }
 
 const HELD_CACHE_MAX = 50_000;
+const UNITS_CSV = UNITS_IN_KEYS.join(',');
 const API_KEY_CACHE_MAX = 10_000;
 
 /** A bounded map that forgets its oldest entries. */
@@ -155,6 +156,8 @@ export class RedisStore implements Store {
     const k = this.keys;
     const rid = reservationIdFor(t, randomHex(16));
     const r = req as ReserveCommand['request'];
+    const unit = req.estimate.unit;
+    const affected = scopes.affectedScopes;
     const keys = [
       k.tenant(t),
       k.idempotency(t, mode === 'decide' ? 'decide' : 'reserve', req.idempotency_key),
@@ -163,16 +166,20 @@ export class RedisStore implements Store {
       ...k.reservationIndexes(t),
       k.outbox(t),
       k.policyRules(t),
-      ...k.budgetGrid(t, scopes.affectedScopes),
     ];
-    const args = [
+    const fixed = keys.length;
+    // First only the requested unit's budget keys: the script needs the other units' keys only
+    // to tell a missing budget from a unit mismatch, and answers WIDEN (having written nothing)
+    // when it finds no budget in the requested unit.
+    for (const s of affected) keys.push(k.budget(t, s, unit));
+    const args: Array<string | number> = [
       mode,
       t,
       req.idempotency_key,
       hash,
-      req.estimate.unit,
+      unit,
       req.estimate.amount,
-      scopes.affectedScopes.length,
+      affected.length,
       rid,
       r.ttl_ms ?? '',
       r.grace_period_ms ?? '',
@@ -181,14 +188,23 @@ export class RedisStore implements Store {
       JSON.stringify(req.action),
       req.metadata === undefined ? '' : JSON.stringify(req.metadata),
       JSON.stringify(scopes.scopePath),
-      JSON.stringify(scopes.affectedScopes),
+      JSON.stringify(affected),
       JSON.stringify(cmd.ctx),
-      UNITS_IN_KEYS.join(','),
-      ...scopes.affectedScopes,
+      unit,
+      ...affected,
+      '1',
     ];
-    const reply = await (await this.conn()).run<Reply[]>(SCRIPTS.evaluate, keys, args);
+    const conn = await this.conn();
+    let reply = await conn.run<Reply[]>(SCRIPTS.evaluate, keys, args);
+    if (reply[0] === 'WIDEN') {
+      keys.length = fixed;
+      keys.push(...k.budgetGrid(t, affected));
+      args[17] = UNITS_CSV;
+      args[args.length - 1] = '';
+      reply = await conn.run<Reply[]>(SCRIPTS.evaluate, keys, args);
+    }
     if (reply[0] === 'ERR') {
-      this.fail(reply, { tenantId: t, scopePath: scopes.scopePath, unit: req.estimate.unit, subjectHasTenant: req.subject.tenant !== undefined });
+      this.fail(reply, { tenantId: t, scopePath: scopes.scopePath, unit, subjectHasTenant: req.subject.tenant !== undefined });
     }
     return { reply, rid };
   }
@@ -322,7 +338,7 @@ export class RedisStore implements Store {
       JSON.stringify(cmd.ctx),
       scopes.affectedScopes.length,
       '',
-      UNITS_IN_KEYS.join(','),
+      UNITS_CSV,
       ...scopes.affectedScopes,
     ];
     const reply = await (await this.conn()).run<Reply[]>(SCRIPTS.directDebit, keys, args);

@@ -7,10 +7,13 @@
  * ARGV: 1 mode (live|dry|decide), 2 tenant, 3 idempotency key, 4 request hash, 5 unit, 6 estimate,
  *       7 scope count, 8 reservation id, 9 ttl_ms, 10 grace_period_ms, 11 overage policy,
  *       12 subject JSON, 13 action JSON, 14 metadata JSON, 15 scope_path JSON, 16 affected_scopes JSON,
- *       17 request context JSON, 18 units CSV, 19.. scopes (root first). Empty string = absent.
+ *       17 request context JSON, 18 units CSV, 19..18+n scopes (root first), 19+n '1' when the
+ *       grid holds only the requested unit (ARGV[18] is then that unit alone). Empty string = absent.
  * Reply: {'OK', status, body, due time (live), outbox entry id or '', budgeted scopes JSON (live)}
  *      | {'REPLAY', status, body, reservation id, now}
- *      | {'ERR', code, ...}
+ *      | {'ERR', code, ...} | {'WIDEN'}: no budget in the requested unit and the grid was narrow;
+ *        nothing was written, and the caller runs again with every unit's keys (which tells
+ *        BUDGET_NOT_FOUND from UNIT_MISMATCH).
  */
 import { LIB } from './lib.js';
 
@@ -61,6 +64,7 @@ return run(function()
   end
 
   local budgets = resolve_budgets(13, scopes, units, unit)
+  if budgets == 'NOT_FOUND' and ARGV[19 + nscopes] == '1' then return { 'WIDEN' } end
   if budgets == 'NOT_FOUND' then
     if mode ~= 'live' then return deny('BUDGET_NOT_FOUND') end
     fail('BUDGET_NOT_FOUND')
