@@ -106,6 +106,10 @@ describe('schema upgrade', () => {
         indexes(db).filter((n) => n === 'reservations_id' || n === 'reservations_idem'),
         [],
       );
+      // v3: the purge of expired reservations has its index.
+      assert.ok(indexes(db).includes('reservations_expired'));
+      const plan = db.prepare("EXPLAIN QUERY PLAN DELETE FROM reservations WHERE status = 'EXPIRED' AND expired_at_ms < ?").all(1) as Array<{ detail: string }>;
+      assert.match(plan.map((p) => p.detail).join(' '), /USING INDEX reservations_expired/);
       assert.deepEqual(JSON.parse(JSON.stringify(await store.getReservation('rsv_old'))), held);
       for (const sortBy of ['reservation_id', 'created_at_ms', 'reserved'] as const) {
         const page = await store.listReservations({ tenantId: 't1', subject: {}, sortBy, sortDir: 'desc', limit: 10, idempotencyKey: 'idem-old' });

@@ -2,12 +2,14 @@
  * The embedded store's schema. Amounts are SQLite INTEGERs (64-bit). The reservation list's sort
  * keys (created, expires, status, reserved, scope) each have an index that starts with the tenant
  * and ends with the reservation id, so a keyset page is an index range scan whatever the table
- * size. Every secondary index costs a B-tree insert (and, for a random reservation id, a page of
- * WAL) per reservation, so there are no others: sorting by the reservation id walks the primary
- * key, and the idempotency-key filter is applied to the rows of the chosen sort index (it was
- * already: SQLite prefers the sort index to a filter index that would need a sort).
+ * size. Every secondary index costs a B-tree insert (and, where its key is random, a page of
+ * WAL) per reservation, so there are no others beyond the partial indexes of the sweeper and the
+ * purge (a row is in them only while it awaits expiry, or once it is settled or expired): sorting
+ * by the reservation id walks the primary key, and the idempotency-key filter is applied to the
+ * rows of the chosen sort index (it was already: SQLite prefers the sort index to a filter index
+ * that would need a sort).
  */
-export const SCHEMA_VERSION = 2;
+export const SCHEMA_VERSION = 3;
 
 /**
  * Steps that bring a file of an older schema version to this one, by the version they upgrade
@@ -18,6 +20,10 @@ export const UPGRADES: Record<number, string> = {
   1: `
 DROP INDEX IF EXISTS reservations_id;
 DROP INDEX IF EXISTS reservations_idem;
+`,
+  // v2 -> v3: the hourly purge of expired reservations read the whole table without it.
+  2: `
+CREATE INDEX IF NOT EXISTS reservations_expired ON reservations (expired_at_ms) WHERE expired_at_ms IS NOT NULL;
 `,
 };
 
@@ -134,6 +140,8 @@ CREATE INDEX IF NOT EXISTS reservations_reserved ON reservations (tenant_id, res
 CREATE INDEX IF NOT EXISTS reservations_scope ON reservations (tenant_id, scope_path, reservation_id);
 CREATE INDEX IF NOT EXISTS reservations_due ON reservations (due_at_ms) WHERE due_at_ms IS NOT NULL;
 CREATE INDEX IF NOT EXISTS reservations_finalized ON reservations (finalized_at_ms) WHERE finalized_at_ms IS NOT NULL;
+-- Partial: an entry only once a reservation expires, for the purge of expired reservations.
+CREATE INDEX IF NOT EXISTS reservations_expired ON reservations (expired_at_ms) WHERE expired_at_ms IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS idempotency (
   tenant_id TEXT NOT NULL,
