@@ -3,6 +3,7 @@
  * Redis of CYCLES_TEST_REDIS_URL, or on the Cluster of CYCLES_TEST_REDIS_CLUSTER_URLS, and
  * cleanup deletes its keys (SCAN is fine here: tests only, never a request path).
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
 import { createClient, createCluster } from 'redis';
 
@@ -73,4 +74,29 @@ export async function deleteKeys(prefix: string, target: { url?: string; cluster
   } finally {
     await closeAll();
   }
+}
+
+/**
+ * Starts a private redis-server on `port` with its data in `dir` (AOF, fsync on every write, no
+ * RDB) and resolves once it answers PING. Crash tests kill it and call this again to restart it
+ * on the same port and data.
+ */
+export async function startPrivateRedis(port: number, dir: string): Promise<ChildProcess> {
+  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--appendfsync', 'always', '--save', ''], { stdio: 'ignore' });
+  for (let i = 0; i < 200; i++) {
+    if (proc.exitCode !== null) throw new Error(`redis-server exited with ${proc.exitCode}`);
+    const c = createClient({ url: `redis://127.0.0.1:${port}`, socket: { reconnectStrategy: false } });
+    c.on('error', () => undefined);
+    try {
+      await c.connect();
+      await c.sendCommand(['PING']);
+      await c.close();
+      return proc;
+    } catch {
+      c.destroy();
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  proc.kill('SIGKILL');
+  throw new Error('redis-server did not start');
 }

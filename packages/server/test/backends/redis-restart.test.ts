@@ -5,11 +5,10 @@
  * lost, the ledger exact (restart-load.ts says exactly what is checked). Needs redis-server on
  * PATH; it never touches the shared Redis of the other suites.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { test } from 'node:test';
-import { createClient } from 'redis';
-import { sleep } from '../support/http.js';
 import { freePort, removeDir, tempDir } from '../support/server.js';
+import { startPrivateRedis } from './redis-backend.js';
 import { storeRestartUnderLoad } from './restart-load.js';
 
 const NAME = 'Redis restarted under concurrent load: 503 while down, recovery without a server restart, nothing acknowledged lost, exact ledger';
@@ -25,22 +24,7 @@ if (spawnSync('redis-server', ['--version']).status !== 0) {
     let proc: ChildProcess | undefined;
     const exited = (p: ChildProcess) => (p.exitCode !== null || p.signalCode !== null ? Promise.resolve() : new Promise((r) => p.once('exit', r)));
     const start = async () => {
-      proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--appendfsync', 'always', '--save', ''], { stdio: 'ignore' });
-      for (let i = 0; i < 200; i++) {
-        if (proc.exitCode !== null) throw new Error(`redis-server exited with ${proc.exitCode}`);
-        const c = createClient({ url: `redis://127.0.0.1:${port}`, socket: { reconnectStrategy: false } });
-        c.on('error', () => undefined);
-        try {
-          await c.connect();
-          await c.sendCommand(['PING']);
-          await c.close();
-          return;
-        } catch {
-          c.destroy();
-          await sleep(50);
-        }
-      }
-      throw new Error('redis-server did not start');
+      proc = await startPrivateRedis(port, dir);
     };
     try {
       await start();

@@ -9,12 +9,13 @@
  *   back (scripts reloaded after NOSCRIPT); with AOF fsync=always nothing acknowledged is lost.
  */
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { createClient } from 'redis';
 import { Client, idem, type Json, type Res } from '../support/http.js';
 import { freePort, provision, removeDir, startInProcess, tempDir, type InProcessServer } from '../support/server.js';
 import { openTestBackend, type TestBackend } from './backend.js';
+import { startPrivateRedis } from './redis-backend.js';
 
 const URL_VAR = 'CYCLES_TEST_REDIS_URL';
 const MAX = Number.MAX_SAFE_INTEGER;
@@ -233,25 +234,7 @@ if (!process.env[URL_VAR]) {
       }
       const port = await freePort();
       const dir = await tempDir('cycles-redis-aof-');
-      const start = (): ChildProcess =>
-        spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--appendfsync', 'always', '--save', ''], { stdio: 'ignore' });
-      const ready = async () => {
-        for (let i = 0; i < 100; i++) {
-          const c = createClient({ url: `redis://127.0.0.1:${port}` });
-          c.on('error', () => undefined);
-          try {
-            await c.connect();
-            await c.sendCommand(['PING']);
-            await c.close();
-            return;
-          } catch {
-            await new Promise((r) => setTimeout(r, 50));
-          }
-        }
-        throw new Error('redis-server did not start');
-      };
-      let proc = start();
-      await ready();
+      let proc = await startPrivateRedis(port, dir);
       let server: InProcessServer | undefined;
       try {
         server = await startInProcess({ store: 'redis', redisUrl: `redis://127.0.0.1:${port}`, redisPrefix: 'cyt:kill:' });
@@ -268,8 +251,7 @@ if (!process.env[URL_VAR]) {
         assert.equal(down.status, 503, down.text);
         assert.equal((await c.get('/readyz')).status, 503);
 
-        proc = start();
-        await ready();
+        proc = await startPrivateRedis(port, dir);
         let again: Res | undefined;
         for (let i = 0; i < 100; i++) {
           again = await c.post('/v1/reservations', body(), { apiKey: key });
