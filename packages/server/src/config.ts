@@ -17,6 +17,8 @@ export interface Config {
   store: 'sqlite' | 'redis' | 'postgres';
   dataDir: string;
   sqliteSync: 'normal' | 'full';
+  /** SQLite's page cache per process, in MiB (its own default is 2 MiB). */
+  sqliteCacheMb: number;
   /** postgres://user:password@host:port/database (CYCLES_STORE=postgres). */
   databaseUrl: string | undefined;
   /** Connections per server process to PostgreSQL. */
@@ -100,6 +102,7 @@ export const DEFAULTS: Config = {
   store: 'sqlite',
   dataDir: './data',
   sqliteSync: 'normal',
+  sqliteCacheMb: 64,
   databaseUrl: undefined,
   pgPoolSize: 10,
   pgSchema: undefined,
@@ -276,6 +279,7 @@ export const SETTINGS: readonly Setting[] = [
   { env: 'CYCLES_STORE', key: 'store', parse: oneOf(['sqlite', 'redis', 'postgres']) },
   { env: 'CYCLES_DATA_DIR', key: 'dataDir', parse: text },
   { env: 'CYCLES_SQLITE_SYNC', key: 'sqliteSync', parse: oneOf(['normal', 'full']) },
+  { env: 'CYCLES_SQLITE_CACHE_MB', key: 'sqliteCacheMb', parse: int(1, 65_536) },
   { env: 'DATABASE_URL', key: 'databaseUrl', parse: postgresUrl, secret: true },
   { env: 'PG_POOL_SIZE', key: 'pgPoolSize', parse: int(1, 1000) },
   { env: 'CYCLES_PG_SCHEMA', key: 'pgSchema', parse: pgSchema },

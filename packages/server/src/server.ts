@@ -69,7 +69,7 @@ export interface OpenedStore {
 export async function openStore(config: Config, hooks: { onEventsCommitted?: (events: readonly import('./events/model.js').EventRecord[]) => void } = {}): Promise<OpenedStore> {
   switch (config.store) {
     case 'sqlite': {
-      const store = new SqliteStore({ dataDir: config.dataDir, sync: config.sqliteSync, onEventsCommitted: hooks.onEventsCommitted });
+      const store = new SqliteStore({ dataDir: config.dataDir, sync: config.sqliteSync, cacheMb: config.sqliteCacheMb, onEventsCommitted: hooks.onEventsCommitted });
       return { store, ops: sqliteOps(store) };
     }
     case 'postgres': {

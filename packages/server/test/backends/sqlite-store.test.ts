@@ -1,6 +1,6 @@
 /**
  * The embedded SQLite store at the store level: what the HTTP suites cannot arrange. A file of
- * the previous schema version is upgraded on open and its reservations stay readable and
+ * an older schema version is upgraded on open and its reservations stay readable and
  * settleable; in one commit group, a member whose buffered writes SQLite refuses fails alone
  * (the group is rolled back and run again member by member), and members see each other's
  * writes (a same-key retry in the same group replays the first).
@@ -62,7 +62,7 @@ function commitCmd(id: string, amount: number, key: string) {
 }
 
 describe('schema upgrade', () => {
-  test('a version 1 file is upgraded on open; its reservation stays readable, listable and settleable', async () => {
+  test('a version 1 file is upgraded on open; its reservations and idempotency records stay usable', async () => {
     const dir = tempDir();
     const old = new Database(join(dir, 'cycles.db'));
     old.pragma('journal_mode = WAL');
@@ -93,6 +93,20 @@ describe('schema upgrade', () => {
       metadata: { a: 1 },
     };
     insert(old, 'reservations', reservationToRow(held));
+    // The reply of the reserve that created it, kept for a retry with the same key.
+    const original = reserveCmd({ tenant: 't1', workspace: 'w' }, 100, 'idem-old');
+    const storedReply = JSON.stringify({ decision: 'ALLOW', reservation_id: 'rsv_old', marker: 'from-v1' });
+    insert(old, 'idempotency', {
+      tenant_id: 't1',
+      endpoint: 'reserve',
+      key: 'idem-old',
+      request_hash: original.hash,
+      status: 200,
+      body: storedReply,
+      reservation_id: 'rsv_old',
+      created_at: NOW,
+      expires_at: NOW + 86_400_000,
+    });
     const indexes = (db: Database.Database) =>
       (db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'reservations'").all() as Array<{ name: string }>).map((r) => r.name);
     assert.ok(indexes(old).includes('reservations_id') && indexes(old).includes('reservations_idem'));
@@ -110,6 +124,17 @@ describe('schema upgrade', () => {
       assert.ok(indexes(db).includes('reservations_expired'));
       const plan = db.prepare("EXPLAIN QUERY PLAN DELETE FROM reservations WHERE status = 'EXPIRED' AND expired_at_ms < ?").all(1) as Array<{ detail: string }>;
       assert.match(plan.map((p) => p.detail).join(' '), /USING INDEX reservations_expired/);
+      // v4: idempotency is a rowid table (its rows off the key's B-tree), with its rows kept.
+      const idemSql = db.prepare("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'idempotency'").pluck().get() as string;
+      assert.doesNotMatch(idemSql, /WITHOUT ROWID/i);
+      const idemIndexes = (db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'idempotency'").all() as Array<{ name: string }>).map((r) => r.name);
+      assert.ok(idemIndexes.includes('idempotency_expiry'), idemIndexes.join(','));
+      assert.equal(db.prepare("SELECT count(*) FROM sqlite_master WHERE name = 'idempotency_v4'").pluck().get(), 0);
+      const retried = await store.reserve(reserveCmd({ tenant: 't1', workspace: 'w' }, 100, 'idem-old'));
+      assert.equal(retried.status, 200);
+      assert.equal(JSON.parse(retried.body).marker, 'from-v1', 'the retry replays the reply stored before the upgrade');
+      const mismatch = store.reserve(reserveCmd({ tenant: 't1', workspace: 'w' }, 99, 'idem-old'));
+      await assert.rejects(mismatch, /different request payload/);
       assert.deepEqual(JSON.parse(JSON.stringify(await store.getReservation('rsv_old'))), held);
       for (const sortBy of ['reservation_id', 'created_at_ms', 'reserved'] as const) {
         const page = await store.listReservations({ tenantId: 't1', subject: {}, sortBy, sortDir: 'desc', limit: 10, idempotencyKey: 'idem-old' });
@@ -144,6 +169,19 @@ describe('schema upgrade', () => {
     } finally {
       await again.close();
     }
+  });
+});
+
+describe('page cache', () => {
+  test('64 MiB by default, CYCLES_SQLITE_CACHE_MB otherwise (SQLite alone keeps 2 MiB)', async () => {
+    const cacheKib = async (store: SqliteStore) => {
+      const db = (store as unknown as { db: Database.Database }).db;
+      const v = db.pragma('cache_size', { simple: true }) as number;
+      await store.close();
+      return v;
+    };
+    assert.equal(await cacheKib(new SqliteStore({ dataDir: tempDir(), sync: 'normal' })), -65536);
+    assert.equal(await cacheKib(new SqliteStore({ dataDir: tempDir(), sync: 'normal', cacheMb: 8 })), -8192);
   });
 });
 

@@ -33,6 +33,8 @@ describe('resolution', () => {
       assert.deepEqual(r.config.corsOrigins, ['https://a.example', 'https://b.example']);
       assert.equal(r.config.rateLimitPerKey, 5);
       assert.equal(r.config.host, DEFAULTS.host);
+      assert.equal(resolveConfig({ CYCLES_SQLITE_CACHE_MB: '256' }).config.sqliteCacheMb, 256);
+      assert.equal(DEFAULTS.sqliteCacheMb, 64);
       assert.equal(r.sources.host, 'default');
     } finally {
       d.remove();
@@ -45,14 +47,14 @@ describe('resolution', () => {
       const file = path.join(d.dir, 'cycles.json');
       writeFileSync(file, JSON.stringify({ CYCLES_RATE_LIMIT_PER_IP: -1, NOT_A_SETTING: 1 }));
       assert.throws(
-        () => configFromEnv({ CYCLES_CONFIG_FILE: file, PORT: 'eighty', LOG_LEVEL: 'loud', ADMIN_API_KEY: 'short', METRICS_AUTH: 'maybe', DASHBOARD_CORS_ORIGIN: 'not a url', CYCLES_TRUST_PROXY: 'x y' }),
+        () => configFromEnv({ CYCLES_CONFIG_FILE: file, CYCLES_SQLITE_CACHE_MB: '0', PORT: 'eighty', LOG_LEVEL: 'loud', ADMIN_API_KEY: 'short', METRICS_AUTH: 'maybe', DASHBOARD_CORS_ORIGIN: 'not a url', CYCLES_TRUST_PROXY: 'x y' }),
         (e: unknown) => {
           assert.ok(e instanceof ConfigError);
           const text = e.problems.join('\n');
-          for (const name of ['PORT', 'LOG_LEVEL', 'ADMIN_API_KEY', 'METRICS_AUTH', 'DASHBOARD_CORS_ORIGIN', 'CYCLES_TRUST_PROXY', 'CYCLES_RATE_LIMIT_PER_IP', 'NOT_A_SETTING']) {
+          for (const name of ['CYCLES_SQLITE_CACHE_MB', 'PORT', 'LOG_LEVEL', 'ADMIN_API_KEY', 'METRICS_AUTH', 'DASHBOARD_CORS_ORIGIN', 'CYCLES_TRUST_PROXY', 'CYCLES_RATE_LIMIT_PER_IP', 'NOT_A_SETTING']) {
             assert.ok(text.includes(name), `problem list names ${name}:\n${text}`);
           }
-          assert.ok(e.problems.length >= 8);
+          assert.ok(e.problems.length >= 9);
           return true;
         },
       );

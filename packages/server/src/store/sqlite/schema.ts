@@ -9,7 +9,7 @@
  * rows of the chosen sort index (it was already: SQLite prefers the sort index to a filter index
  * that would need a sort).
  */
-export const SCHEMA_VERSION = 3;
+export const SCHEMA_VERSION = 4;
 
 /**
  * Steps that bring a file of an older schema version to this one, by the version they upgrade
@@ -24,6 +24,29 @@ DROP INDEX IF EXISTS reservations_idem;
   // v2 -> v3: the hourly purge of expired reservations read the whole table without it.
   2: `
 CREATE INDEX IF NOT EXISTS reservations_expired ON reservations (expired_at_ms) WHERE expired_at_ms IS NOT NULL;
+`,
+  // v3 -> v4: idempotency becomes a rowid table. As a WITHOUT ROWID table its B-tree cells held
+  // whole rows (the stored reply, about 1.4 KB) and spilled to overflow pages, which a key lookup
+  // read from the file at every level of the descent; now the key lives in a small index and the
+  // row is appended in insertion order.
+  3: `
+CREATE TABLE idempotency_v4 (
+  tenant_id TEXT NOT NULL,
+  endpoint TEXT NOT NULL,
+  key TEXT NOT NULL,
+  request_hash TEXT NOT NULL,
+  status INTEGER NOT NULL,
+  body TEXT NOT NULL,
+  reservation_id TEXT,
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL,
+  PRIMARY KEY (tenant_id, endpoint, key)
+);
+INSERT INTO idempotency_v4 (tenant_id, endpoint, key, request_hash, status, body, reservation_id, created_at, expires_at)
+  SELECT tenant_id, endpoint, key, request_hash, status, body, reservation_id, created_at, expires_at FROM idempotency ORDER BY created_at;
+DROP TABLE idempotency;
+ALTER TABLE idempotency_v4 RENAME TO idempotency;
+CREATE INDEX IF NOT EXISTS idempotency_expiry ON idempotency (expires_at);
 `,
 };
 
@@ -153,8 +176,9 @@ CREATE TABLE IF NOT EXISTS idempotency (
   reservation_id TEXT,
   created_at INTEGER NOT NULL,
   expires_at INTEGER NOT NULL,
+  -- A rowid table: the reply stays out of the key's B-tree (see the v4 upgrade).
   PRIMARY KEY (tenant_id, endpoint, key)
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS idempotency_expiry ON idempotency (expires_at);
 
 -- Transactional outbox: every event is written with the change that caused it.
