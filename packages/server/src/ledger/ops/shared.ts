@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { Unit } from '../amounts.js';
 import { CyclesError } from '../errors.js';
 import { remainingOf, type BudgetRecord, type Caps, type IdempotencyRecord, type OveragePolicy, type TenantRecord } from '../types.js';
@@ -20,23 +20,33 @@ export interface OpResult {
   replayed: boolean;
 }
 
-/** Canonical JSON (sorted object keys, RFC 8785 style for the values we accept) for payload hashing. */
+/**
+ * Canonical JSON (sorted object keys, RFC 8785 style for the values we accept) for payload
+ * hashing. One string built in place: it runs for every mutation, and the map/join form
+ * allocated an array and a string per key.
+ */
 export function canonicalJson(value: unknown): string {
   if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null';
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (Array.isArray(value)) {
+    let out = '[';
+    for (let i = 0; i < value.length; i++) out += (i > 0 ? ',' : '') + canonicalJson(value[i]);
+    return out + ']';
+  }
   const obj = value as Record<string, unknown>;
-  const keys = Object.keys(obj).filter((k) => obj[k] !== undefined).sort();
-  return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(obj[k])}`).join(',')}}`;
+  let out = '{';
+  let first = true;
+  for (const k of Object.keys(obj).sort()) {
+    const v = obj[k];
+    if (v === undefined) continue;
+    out += (first ? '' : ',') + JSON.stringify(k) + ':' + canonicalJson(v);
+    first = false;
+  }
+  return out + '}';
 }
 
+/** SHA-256 of the endpoint, the reservation (if any) and the canonical payload; one-shot hashing. */
 export function requestHash(endpoint: string, body: unknown, reservationId?: string): string {
-  const h = createHash('sha256');
-  h.update(endpoint);
-  h.update('\n');
-  if (reservationId) h.update(reservationId);
-  h.update('\n');
-  h.update(canonicalJson(body));
-  return h.digest('hex');
+  return hash('sha256', `${endpoint}\n${reservationId || ''}\n${canonicalJson(body)}`, 'hex');
 }
 
 /**
