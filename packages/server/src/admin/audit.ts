@@ -225,39 +225,49 @@ async function entryFor(req: FastifyRequest, reply: FastifyReply, payload: unkno
   };
 }
 
-/** Hooks: last_used_at of tenant keys (throttled) and the audit entry of every audited request. */
-export function registerGovernanceHooks(app: FastifyInstance, { store, config }: AppDeps): void {
+export interface GovernanceHooks {
+  /** After authentication: records last_used_at of a tenant key (throttled). */
+  authenticated(req: FastifyRequest): void;
+  /** Before the reply is written: queues the audit entry of an audited request. */
+  beforeSend(req: FastifyRequest, reply: FastifyReply, payload: unknown): Promise<void>;
+}
+
+/**
+ * last_used_at of tenant keys (throttled) and the audit entry of every audited request; the
+ * server's own hooks call these (one hook per phase costs less than one per concern).
+ */
+export function governanceHooks(app: FastifyInstance, { store, config }: AppDeps): GovernanceHooks {
   const retention = auditRetention(config);
   app.decorateRequest('auditNote', null);
 
   // last_used_at: at most one write per key per minute from this process (the store also refuses
   // more often than that, across processes, and never touches a revoked key).
   const touched = new Map<string, number>();
-  app.addHook('onRequest', async (req) => {
-    const p = req.cycles?.principal;
-    if (p?.kind !== 'tenant') return;
-    const now = Date.now();
-    const last = touched.get(p.keyId);
-    if (last !== undefined && now - last < 60_000) return;
-    touched.set(p.keyId, now);
-    store.touchApiKey(p.keyId, now).catch((err: unknown) => req.log.warn({ err }, 'could not record API key use'));
-  });
-
-  // The entry is queued before the reply is written, so it commits with the store's next group
-  // (sharing its fsync with other work) ahead of any request the client can send next. It is
-  // not awaited: the operation itself has already committed, and a lost audit row (a crash in
+  // The audit entry is queued before the reply is written, so it commits with the store's next
+  // group (sharing its fsync with other work) ahead of any request the client can send next. It
+  // is not awaited: the operation itself has already committed, and a lost audit row (a crash in
   // the instant between reply and group commit) must never turn it into a failure.
   const runtimeToo = config.auditRuntimeRequests === true;
-  app.addHook('onSend', async (req, reply, payload) => {
-    try {
-      if (!audited(req, reply.statusCode, runtimeToo)) return payload;
-      const entry = await entryFor(req, reply, payload, store, retention);
-      store.appendAudit([entry]).catch((err: unknown) => req.log.error({ err }, 'could not write the audit entry'));
-    } catch (err) {
-      req.log.error({ err }, 'could not build the audit entry');
-    }
-    return payload;
-  });
+  return {
+    authenticated(req) {
+      const p = req.cycles?.principal;
+      if (p?.kind !== 'tenant') return;
+      const now = Date.now();
+      const last = touched.get(p.keyId);
+      if (last !== undefined && now - last < 60_000) return;
+      touched.set(p.keyId, now);
+      store.touchApiKey(p.keyId, now).catch((err: unknown) => req.log.warn({ err }, 'could not record API key use'));
+    },
+    async beforeSend(req, reply, payload) {
+      try {
+        if (!audited(req, reply.statusCode, runtimeToo)) return;
+        const entry = await entryFor(req, reply, payload, store, retention);
+        store.appendAudit([entry]).catch((err: unknown) => req.log.error({ err }, 'could not write the audit entry'));
+      } catch (err) {
+        req.log.error({ err }, 'could not build the audit entry');
+      }
+    },
+  };
 }
 
 /** IN-list parameter: comma form (spec explode=false) and repeated form, at most 25 values. */

@@ -8,8 +8,6 @@ import { registerOverviewRoutes } from './overview.js';
 import { registerPolicyRoutes } from './policies.js';
 import { registerTenantRoutes } from './tenants.js';
 
-export { registerGovernanceHooks } from './audit.js';
-
 export function registerAdminRoutes(app: FastifyInstance, deps: AppDeps): void {
   registerTenantRoutes(app, deps);
   registerBudgetRoutes(app, deps);

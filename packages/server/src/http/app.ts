@@ -8,7 +8,8 @@ import { makeAuthenticator, type AuthSecrets, type Principal } from './auth.js';
 import { errorBody, errorHandler } from './errors.js';
 import { resolveRequestId, resolveTrace } from './trace.js';
 import { registerRuntimeRoutes } from '../runtime/routes.js';
-import { registerAdminRoutes, registerGovernanceHooks } from '../admin/routes.js';
+import { registerAdminRoutes } from '../admin/routes.js';
+import { governanceHooks } from '../admin/audit.js';
 import { registerHealthRoutes } from './health.js';
 import { registerMetricsRoutes } from './metrics.js';
 import { installRequestTimeout } from './timeout.js';
@@ -144,31 +145,41 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.decorate('cyclesSecrets', deps.secrets);
   app.decorateRequest('cycles', null as unknown as FastifyRequest['cycles']);
   app.decorateRequest('outcome', null as unknown as FastifyRequest['outcome']);
-  app.addHook('onRequest', async (req, reply) => {
-    const trace = resolveTrace(req.headers['traceparent'], req.headers['x-cycles-trace-id']);
-    req.cycles = { requestId: req.id, traceId: trace.traceId, traceFlags: trace.traceFlags, principal: undefined };
-    req.outcome = freshOutcome();
-    reply.header('x-request-id', req.id);
-    reply.header('x-cycles-trace-id', trace.traceId);
-  });
+  // One hook per phase: each hook Fastify runs costs a step of its hook runner (and an async
+  // hook a promise) on every request, so the server's concerns share them, in this order.
   // During a graceful shutdown, requests still arriving on open connections get 503 + Retry-After.
   let draining = false;
   app.addHook('preClose', (done) => {
     draining = true;
     done();
   });
-  app.addHook('onRequest', async () => {
-    if (draining) throw new CyclesError('SERVICE_UNAVAILABLE', 'The server is shutting down; retry, another instance will answer');
+  const timeout = installRequestTimeout(app, config.requestTimeoutMs);
+  app.addHook('onRequest', (req, reply, done) => {
+    const trace = resolveTrace(req.headers['traceparent'], req.headers['x-cycles-trace-id']);
+    req.cycles = { requestId: req.id, traceId: trace.traceId, traceFlags: trace.traceFlags, principal: undefined };
+    req.outcome = freshOutcome();
+    reply.header('x-request-id', req.id);
+    reply.header('x-cycles-trace-id', trace.traceId);
+    if (draining) {
+      done(new CyclesError('SERVICE_UNAVAILABLE', 'The server is shutting down; retry, another instance will answer'));
+      return;
+    }
+    timeout.track(req, reply);
+    done();
   });
-  installRequestTimeout(app, config.requestTimeoutMs);
   deps.tracing?.install(app);
   const limits = await setupLimits(app, config);
-  app.addHook('onRequest', limits.beforeAuth);
-  app.addHook('onRequest', makeAuthenticator(deps.store, deps.secrets, Date.now, deps.keyCache));
-  app.addHook('onRequest', limits.afterAuth);
+  const authenticate = makeAuthenticator(deps.store, deps.secrets, Date.now, deps.keyCache);
   // API-key last_used_at and the audit log (admin/audit.ts).
-  registerGovernanceHooks(app, deps);
+  const governance = governanceHooks(app, deps);
+  app.addHook('onRequest', async (req, reply) => {
+    await limits.beforeAuth(req, reply);
+    await authenticate(req, reply);
+    await limits.afterAuth(req, reply);
+    governance.authenticated(req);
+  });
   app.addHook('onSend', async (req, reply, payload) => {
+    await governance.beforeSend(req, reply, payload);
     const p = req.cycles?.principal;
     if (p?.kind === 'tenant' && reply.statusCode < 400) reply.header('x-cycles-tenant', p.tenantId);
     if (req.outcome) captureDecision(req, reply, payload);
@@ -176,6 +187,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
   const observer = makeObserver(config, deps.accessLog);
   app.addHook('onResponse', (req, reply, done) => {
+    timeout.forget(req);
     limits.onResponse(req, reply);
     observer.onResponse(req, reply);
     done();

@@ -10,7 +10,18 @@ import { errorBody } from './errors.js';
  * The work itself is not cancelled: a mutation may still commit after the 503, which is why the
  * message asks for a retry with the same idempotency key (the retry returns the outcome).
  */
-export function installRequestTimeout(app: FastifyInstance, timeoutMs: number): void {
+export interface RequestTimeout {
+  /** Starts the clock of a request (from the server's first onRequest hook). */
+  track(req: FastifyRequest, reply: FastifyReply): void;
+  /** The request was answered (from the server's onResponse hook). */
+  forget(req: FastifyRequest): void;
+}
+
+/**
+ * Installs the timer and the abort and close hooks; the caller calls track and forget from its
+ * own onRequest and onResponse hooks (one hook per phase costs less than one per concern).
+ */
+export function installRequestTimeout(app: FastifyInstance, timeoutMs: number): RequestTimeout {
   const inFlight = new Map<FastifyRequest, { reply: FastifyReply; deadline: number }>();
   const tick = Math.min(1000, Math.max(20, Math.floor(timeoutMs / 4)));
   const timer = setInterval(() => {
@@ -27,15 +38,6 @@ export function installRequestTimeout(app: FastifyInstance, timeoutMs: number): 
     }
   }, tick);
   timer.unref();
-  app.addHook('onRequest', (req, reply, done) => {
-    inFlight.set(req, { reply, deadline: Date.now() + timeoutMs });
-    done();
-  });
-  const forget = (req: FastifyRequest, _reply: unknown, done: () => void) => {
-    inFlight.delete(req);
-    done();
-  };
-  app.addHook('onResponse', forget);
   app.addHook('onRequestAbort', (req, done) => {
     inFlight.delete(req);
     done();
@@ -44,4 +46,12 @@ export function installRequestTimeout(app: FastifyInstance, timeoutMs: number): 
     clearInterval(timer);
     done();
   });
+  return {
+    track(req, reply) {
+      inFlight.set(req, { reply, deadline: Date.now() + timeoutMs });
+    },
+    forget(req) {
+      inFlight.delete(req);
+    },
+  };
 }
