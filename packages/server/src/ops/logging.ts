@@ -9,9 +9,18 @@
  * log has its own logger without it: its fields are a fixed set of identifiers (request and
  * trace id, tenant, key id, route, status, duration), none of them a credential.
  */
+import { createRequire } from 'node:module';
 import { pino, type DestinationStream, type Logger, type LoggerOptions } from 'pino';
-import pinoPretty from 'pino-pretty';
+import type PinoPretty from 'pino-pretty';
 import type { Config } from '../config.js';
+
+/**
+ * pino-pretty (some thirty modules) is loaded only when the output is pretty: servers writing
+ * JSON lines, the usual case, start without it. Loaded synchronously so createLoggers stays so.
+ */
+function loadPretty(): typeof PinoPretty {
+  return createRequire(import.meta.url)('pino-pretty') as typeof PinoPretty;
+}
 
 /** Field names that hold credentials; redacted at the top level and one or two levels down. */
 const SECRET_FIELDS = [
@@ -62,7 +71,7 @@ export function createLoggers(config: Config, opts: LoggingOptions = {}): Logger
   const toTerminal = opts.destination === undefined && process.stdout.isTTY === true;
   const pretty = config.logFormat === 'pretty' || (config.logFormat === 'auto' && toTerminal);
   const stream: DestinationStream = pretty
-    ? pinoPretty({ colorize: toTerminal, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,service', destination: opts.destination ?? 1, sync: true })
+    ? loadPretty()({ colorize: toTerminal, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,service', destination: opts.destination ?? 1, sync: true })
     : (opts.destination ?? pino.destination({ dest: 1, sync: false }));
   return {
     logger: pino({ ...options, redact: { paths: REDACT_PATHS, censor: '[REDACTED]' } }, stream),

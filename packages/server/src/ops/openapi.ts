@@ -3,10 +3,13 @@
  * request schemas (@fastify/swagger, dynamic mode), served at /openapi.json with an interactive
  * page at /docs. Summaries, tags, security and response shapes are added here at document time
  * only, so they never change how a request is validated or a reply serialised.
+ *
+ * Nothing of it is needed to serve the API, so none of it runs at start-up: the routes are only
+ * recorded as they are registered, and the first request for the document or the page loads
+ * @fastify/swagger and @fastify/swagger-ui (about a hundred modules) into a private Fastify
+ * instance that replays those routes. /openapi.json and /docs answer from that instance.
  */
-import swagger from '@fastify/swagger';
-import swaggerUi from '@fastify/swagger-ui';
-import type { FastifyInstance } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type RouteOptions } from 'fastify';
 import type { RouteAuth } from '../http/auth.js';
 import { ERROR_STATUS } from '../ledger/errors.js';
 
@@ -82,12 +85,31 @@ function securityOf(auth: RouteAuth['auth'] | undefined): Array<Record<string, s
   }
 }
 
-export async function registerOpenApi(app: FastifyInstance, version: string): Promise<void> {
-  // The docs UI's own routes are operational: never rate limited, never authenticated.
-  app.addHook('onRoute', (route) => {
-    if (route.url === '/docs' || route.url.startsWith('/docs/')) route.config = { ...(route.config ?? {}), ops: true };
-  });
-  await app.register(swagger, {
+/** What the document needs of a route, recorded when the route is registered. */
+interface RecordedRoute {
+  method: RouteOptions['method'];
+  url: string;
+  schema: RouteOptions['schema'];
+  config: RouteOptions['config'];
+}
+
+const DOCS_PREFIX = '/docs';
+/** The page's own paths (@fastify/swagger-ui under DOCS_PREFIX); other /docs paths stay 404. */
+const DOCS_PATHS = [DOCS_PREFIX, `${DOCS_PREFIX}/`, `${DOCS_PREFIX}/json`, `${DOCS_PREFIX}/yaml`, `${DOCS_PREFIX}/static/*`];
+/** Per-connection headers of the private instance's reply; the real connection sets its own. */
+const HOP_HEADERS = new Set(['connection', 'keep-alive', 'transfer-encoding', 'date']);
+
+const isDocsUrl = (url: string) => url === DOCS_PREFIX || url.startsWith(`${DOCS_PREFIX}/`);
+
+/** The private instance: the documentation plugins over a replay of the recorded routes. */
+async function buildDocsApp(routes: readonly RecordedRoute[], version: string): Promise<FastifyInstance> {
+  const [{ default: swagger }, { default: swaggerUi }] = await Promise.all([import('@fastify/swagger'), import('@fastify/swagger-ui')]);
+  const docs = Fastify({ logger: false });
+  // The replayed routes are never reached (only the page's paths are forwarded here), so their
+  // schemas are documented, not compiled: the application validated them when it started.
+  docs.setValidatorCompiler(() => () => true);
+  docs.setSerializerCompiler(() => (data) => JSON.stringify(data));
+  await docs.register(swagger, {
     openapi: {
       openapi: '3.1.0',
       info: {
@@ -134,6 +156,45 @@ export async function registerOpenApi(app: FastifyInstance, version: string): Pr
       return { schema: out as typeof schema, url };
     },
   });
-  await app.register(swaggerUi, { routePrefix: '/docs', staticCSP: true });
-  app.get('/openapi.json', { config: { ops: true } }, async () => app.swagger());
+  await docs.register(swaggerUi, { routePrefix: DOCS_PREFIX, staticCSP: true });
+  const unreachable = async () => {
+    throw new Error('documentation only');
+  };
+  for (const r of routes) docs.route({ method: r.method, url: r.url, schema: r.schema, config: r.config, handler: unreachable });
+  await docs.ready();
+  return docs;
+}
+
+export function registerOpenApi(app: FastifyInstance, version: string): void {
+  const routes: RecordedRoute[] = [];
+  app.addHook('onRoute', (route) => {
+    // HEAD twins of GET routes are left out, as @fastify/swagger does by default.
+    if (route.method === 'HEAD' || isDocsUrl(route.url)) return;
+    routes.push({ method: route.method, url: route.url, schema: route.schema, config: route.config });
+  });
+  let docsApp: Promise<FastifyInstance> | undefined;
+  // Built once, on first use, when every route is registered; a failed build is retried.
+  const docs = () =>
+    (docsApp ??= buildDocsApp(routes, version).catch((err: unknown) => {
+      docsApp = undefined;
+      throw err;
+    }));
+  // The document and the page are operational: never rate limited, never authenticated.
+  const config = { ops: true };
+  app.get('/openapi.json', { config }, async () => (await docs()).swagger());
+  const forward = async (req: FastifyRequest, reply: FastifyReply) => {
+    // Always a GET: for HEAD, Fastify sends this route's headers (the full length) without the body.
+    const res = await (await docs()).inject({ method: 'GET', url: req.url, headers: req.headers });
+    const missing = res.statusCode === 404;
+    for (const [name, value] of Object.entries(res.headers)) {
+      if (value === undefined || HOP_HEADERS.has(name)) continue;
+      if (missing && (name === 'content-type' || name === 'content-length')) continue;
+      reply.header(name, value);
+    }
+    // A missing file gets this server's own 404 envelope, as any unknown path does.
+    if (missing) return reply.callNotFound();
+    reply.code(res.statusCode);
+    return res.rawPayload.length > 0 ? reply.send(res.rawPayload) : reply.send();
+  };
+  for (const url of DOCS_PATHS) app.get(url, { config }, forward);
 }
