@@ -11,7 +11,7 @@ import { ApiKeyCache } from './security/key-cache.js';
 import { randomBase62, sha256Hex } from './security/keys.js';
 import type { StoreOps } from './store/ops.js';
 import { sqliteOps } from './store/sqlite/ops.js';
-import { SqliteStore } from './store/sqlite/store.js';
+import { openSqliteThread } from './store/sqlite/thread.js';
 import type { Store } from './store/types.js';
 import { startSweeper } from './sweeper.js';
 import { randomBytes } from 'node:crypto';
@@ -66,9 +66,16 @@ export interface OpenedStore {
  * here: each brings its Store and its StoreOps (gauges, earliest due reservation, what counts
  * as "unavailable"); metrics, tracing, 503 mapping and readiness then work unchanged.
  */
-export async function openStore(config: Config, hooks: { onEventsCommitted?: (events: readonly import('./events/model.js').EventRecord[]) => void } = {}): Promise<OpenedStore> {
+export async function openStore(
+  config: Config,
+  hooks: { onEventsCommitted?: (events: readonly import('./events/model.js').EventRecord[]) => void; onError?: (message: string) => void } = {},
+): Promise<OpenedStore> {
   switch (config.store) {
     case 'sqlite': {
+      if (config.sqliteThread) {
+        return openSqliteThread({ dataDir: config.dataDir, sync: config.sqliteSync, cacheMb: config.sqliteCacheMb, onEventsCommitted: hooks.onEventsCommitted, onError: hooks.onError });
+      }
+      const { SqliteStore } = await import('./store/sqlite/store.js');
       const store = new SqliteStore({ dataDir: config.dataDir, sync: config.sqliteSync, cacheMb: config.sqliteCacheMb, onEventsCommitted: hooks.onEventsCommitted });
       return { store, ops: sqliteOps(store) };
     }
@@ -118,7 +125,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
   const logger = loggers?.logger;
   // Tracing is loaded only when configured: no OpenTelemetry code runs otherwise.
   const tracing: Tracing | undefined = config.otlpEndpoint ? await (await import('./ops/tracing.js')).startTracing(config) : undefined;
-  const opened = await openStore(config, { onEventsCommitted: countCommittedEvents(config.metricsTenantLabel) });
+  const opened = await openStore(config, { onEventsCommitted: countCommittedEvents(config.metricsTenantLabel), onError: (message) => logger?.error(message) });
   const backend = opened.store;
   const health = new StoreHealth();
   const keyCache = config.apiKeyCacheTtlMs > 0 ? new ApiKeyCache({ ttlMs: config.apiKeyCacheTtlMs }) : undefined;

@@ -9,7 +9,15 @@ import { describe, test } from 'node:test';
 import type Database from 'better-sqlite3';
 import { budgetsOf, checkLedger, idem, metric, NO_LIMITS, provision, reservationsOf, reserveBody, scrape, show, startOps, type Res } from './support.js';
 
-const dbOf = (s: { server: { backend: unknown } }): Database.Database => (s.server.backend as unknown as { db: Database.Database }).db;
+type Server = { server: { backend: unknown } };
+/** A PRAGMA on the store's connection, wherever it runs (this thread or the store thread). */
+const pragma = (s: Server, source: string): Promise<unknown> => (s.server.backend as { pragma(source: string): Promise<unknown> }).pragma(source);
+const dbOf = (s: Server): Database.Database => (s.server.backend as unknown as { db: Database.Database }).db;
+/** Both ways the embedded store runs: on a thread of its own (the default) and in-process. */
+const MODES = [
+  { name: 'store thread', sqliteThread: true },
+  { name: 'in-process', sqliteThread: false },
+] as const;
 
 function assertUnavailable(r: Res, tookMs: number): void {
   assert.equal(r.status, 503, show(r));
@@ -27,14 +35,13 @@ async function timed<T>(f: () => Promise<T>): Promise<[T, number]> {
   return [v, Date.now() - t0];
 }
 
-describe('disk full', () => {
+for (const mode of MODES) describe(`disk full (${mode.name})`, () => {
   test('writes fail fast with 503, nothing partial, readiness DOWN; recovery when space returns', async () => {
-    const s = await startOps({ ...NO_LIMITS });
+    const s = await startOps({ ...NO_LIMITS, sqliteThread: mode.sqliteThread });
     try {
       const t = await provision(s.client, [{ at: '', allocated: 10_000_000 }, { at: 'workspace:w1', allocated: 5_000_000 }]);
-      const db = dbOf(s);
-      const pages = db.pragma('page_count', { simple: true }) as number;
-      db.pragma(`max_page_count = ${pages}`);
+      const pages = (await pragma(s, 'page_count')) as number;
+      await pragma(s, `max_page_count = ${pages}`);
       const subject = { tenant: t.id, workspace: 'w1' };
       // Fill the remaining free space: reservations succeed until one no longer fits.
       const acked: string[] = [];
@@ -72,7 +79,7 @@ describe('disk full', () => {
       // Still full: readiness keeps probing and keeps saying DOWN.
       assert.equal((await s.client.get('/actuator/health/readiness')).status, 503);
       // Space returns: readiness notices by itself (its write probe succeeds), before any traffic.
-      db.pragma('max_page_count = 1073741823');
+      await pragma(s, 'max_page_count = 1073741823');
       const back = await s.client.get('/readyz');
       assert.equal(back.status, 200, show(back));
       assert.equal(metric(await scrape(s.client), 'cycles_store_up'), 1);
@@ -91,14 +98,16 @@ describe('disk full', () => {
   });
 });
 
-describe('lost connection', () => {
+for (const mode of MODES) describe(`lost connection (${mode.name})`, () => {
   test('every call answers 503 fast with a clear error, probes report DOWN, nothing is written', async () => {
-    const s = await startOps({ ...NO_LIMITS });
+    const s = await startOps({ ...NO_LIMITS, sqliteThread: mode.sqliteThread });
     try {
       const t = await provision(s.client, [{ at: '', allocated: 1000 }]);
       const ok = await s.client.post('/v1/reservations', reserveBody(t.id, 100), { key: t.key });
       assert.equal(ok.status, 200, show(ok));
-      dbOf(s).close();
+      // In-process the connection closes; on its own thread, the thread that holds it stops.
+      if (mode.sqliteThread) await (s.server.backend as unknown as { thread: { terminate(): Promise<number> } }).thread.terminate();
+      else dbOf(s).close();
       const calls: Array<() => Promise<Res>> = [
         () => s.client.post('/v1/reservations', reserveBody(t.id, 1), { key: t.key }),
         () => s.client.post(`/v1/reservations/${ok.body.reservation_id}/commit`, { idempotency_key: idem(), actual: { unit: 'TOKENS', amount: 5 } }, { key: t.key }),
@@ -109,7 +118,7 @@ describe('lost connection', () => {
       for (const call of calls) {
         const [r, took] = await timed(call);
         assertUnavailable(r, took);
-        assert.match(r.body.message, /not open|unavailable/);
+        assert.match(r.body.message, mode.sqliteThread ? /store thread stopped.*unavailable/ : /not open|unavailable/);
       }
       const ready = await s.client.get('/actuator/health/readiness');
       assert.equal(ready.status, 503);

@@ -42,7 +42,7 @@ export interface SqliteOptions {
   dataDir: string;
   /** 'full' fsyncs every commit group (survives power loss); 'normal' survives process crashes. */
   sync: 'normal' | 'full';
-  /** Page cache in MiB (CYCLES_SQLITE_CACHE_MB); default 64. */
+  /** Page cache in MiB (CYCLES_SQLITE_CACHE_MB); default 32. */
   cacheMb?: number;
   /** Injected clock for tests; defaults to Date.now. */
   clock?: () => number;
@@ -111,6 +111,7 @@ export class SqliteStore implements Store {
   private readonly clock: () => number;
   private readonly statements = new Map<string, Database.Statement>();
   private queue: Pending[] = [];
+  private afterGroup: Array<() => void> = [];
   private scheduled = false;
   private closed = false;
   private readonly view: GroupView;
@@ -128,7 +129,7 @@ export class SqliteStore implements Store {
     this.db.pragma('busy_timeout = 5000');
     // Negative = KiB. The working set of a busy ledger (the budget rows, the right edges of the
     // reservation indexes, the idempotency index) outgrows SQLite's 2 MiB default quickly.
-    this.db.pragma(`cache_size = ${-Math.round((opts.cacheMb ?? 64) * 1024)}`);
+    this.db.pragma(`cache_size = ${-Math.round((opts.cacheMb ?? 32) * 1024)}`);
     this.db.exec(SCHEMA);
     upgradeSchema(this.db);
     this.clock = opts.clock ?? Date.now;
@@ -222,8 +223,20 @@ export class SqliteStore implements Store {
     this.scheduled = false;
     const batch = this.queue;
     this.queue = [];
-    if (batch.length === 0) return;
-    this.runBatch(batch);
+    if (batch.length > 0) this.runBatch(batch);
+    const waiters = this.afterGroup;
+    this.afterGroup = [];
+    for (const w of waiters) w();
+  }
+
+  /**
+   * Undefined when no group is queued; otherwise resolves once the queued group has committed
+   * (after its members' results). The store thread uses it so that a call never overtakes a
+   * write sent before it that is still waiting for its group.
+   */
+  afterQueued(): Promise<void> | undefined {
+    if (!this.scheduled) return undefined;
+    return new Promise((resolve) => this.afterGroup.push(resolve));
   }
 
   private runBatch(batch: Pending[]): void {
@@ -263,6 +276,14 @@ export class SqliteStore implements Store {
       if (r.ok) p.resolve(r.value as OpResult | number);
       else p.reject(r.value);
     });
+  }
+
+  /**
+   * Runs a PRAGMA on the store's connection and returns its value (diagnostics, and the fault
+   * injection of the store-failure tests: `max_page_count` fills the disk). Between groups.
+   */
+  async pragma(source: string): Promise<unknown> {
+    return this.db.pragma(source, { simple: true });
   }
 
   async ping(): Promise<void> {

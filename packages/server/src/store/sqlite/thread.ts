@@ -1,0 +1,188 @@
+/**
+ * The embedded store on a thread of its own (CYCLES_SQLITE_THREAD, on by default).
+ *
+ * better-sqlite3 is synchronous: in-process, every commit group (the ledger rules, the row
+ * writes, the COMMIT) runs on the thread that also parses requests and writes replies, so a
+ * 2-core machine answers on one core. Here the request thread keeps HTTP, validation and
+ * authentication, and a worker thread owns the SQLite connection and runs the same SqliteStore:
+ * the two halves of a request's work run on two cores at once.
+ *
+ * The calls made during one turn of the request thread's loop travel in one message and run as
+ * one commit group in the store thread, as they would have in-process; a reply leaves only after
+ * its group committed. Every Store method (and the StoreOps gauges) is forwarded; the values are
+ * structured-cloned, the errors rebuilt with their codes (wire.ts), so 503 mapping, readiness and
+ * idempotency behave exactly as in-process.
+ */
+import { Worker } from 'node:worker_threads';
+import type { EventRecord } from '../../events/model.js';
+import type { StoreOps } from '../ops.js';
+import type { Store } from '../types.js';
+import { CyclesError } from '../../ledger/errors.js';
+import { sqliteUnavailable } from './ops.js';
+import type { SqliteOptions } from './store.js';
+import { fromWire, type Call, type Reply } from './wire.js';
+
+export interface SqliteThreadOptions {
+  dataDir: string;
+  sync: SqliteOptions['sync'];
+  cacheMb?: number | undefined;
+  onEventsCommitted?: ((events: readonly EventRecord[]) => void) | undefined;
+  /** Told when the store thread stops unexpectedly (logged as an error; readiness goes DOWN). */
+  onError?: ((message: string) => void) | undefined;
+}
+
+/**
+ * The worker's entry: the compiled .js next to this file. Run from the TypeScript sources (the
+ * tests, under tsx), the thread registers tsx's loader itself first: a worker does not inherit
+ * the loader hooks of the thread that starts it.
+ */
+function startWorker(workerData: unknown): Worker {
+  if (!import.meta.url.endsWith('.ts')) return new Worker(new URL('./thread-worker.js', import.meta.url), { workerData });
+  const api = import.meta.resolve('tsx/esm/api');
+  const entry = new URL('./thread-worker.ts', import.meta.url).href;
+  const boot = `import(${JSON.stringify(api)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(entry)}); });`;
+  return new Worker(boot, { eval: true, workerData });
+}
+
+interface Waiting {
+  resolve: (v: unknown) => void;
+  reject: (e: unknown) => void;
+}
+
+/** Starts the store thread; resolves once its store has opened the file (schema created or upgraded). */
+export async function openSqliteThread(opts: SqliteThreadOptions): Promise<{ store: Store; ops: StoreOps }> {
+  const worker = startWorker({ dataDir: opts.dataDir, sync: opts.sync, cacheMb: opts.cacheMb });
+  const waiting = new Map<number, Waiting>();
+  let nextId = 1;
+  let queue: Call[] = [];
+  let scheduled = false;
+  let gone: Error | undefined;
+  let closing: Promise<void> | undefined;
+
+  const settled = () => {
+    if (waiting.size === 0) worker.unref();
+  };
+  const failAll = (err: Error) => {
+    gone = err;
+    for (const w of waiting.values()) w.reject(err);
+    waiting.clear();
+  };
+
+  const ready = new Promise<void>((resolve, reject) => {
+    worker.on('message', (batch: Reply[]) => {
+      for (const m of batch) {
+        switch (m.kind) {
+          case 'result':
+          case 'error': {
+            const w = waiting.get(m.id);
+            if (!w) break;
+            waiting.delete(m.id);
+            if (m.kind === 'result') w.resolve(m.value);
+            else w.reject(fromWire(m.error));
+            break;
+          }
+          case 'events':
+            try {
+              opts.onEventsCommitted?.(m.events);
+            } catch {
+              // An observer (metrics) must never fail a committed mutation.
+            }
+            break;
+          case 'ready':
+            resolve();
+            break;
+          case 'failed':
+            reject(fromWire(m.error));
+            break;
+        }
+      }
+    });
+    worker.on('error', (err) => {
+      reject(err);
+      opts.onError?.(`The store thread failed: ${err.message}`);
+      failAll(new CyclesError('SERVICE_UNAVAILABLE', `The store thread failed (${err.message}); the store is unavailable`));
+    });
+    worker.on('exit', (code) => {
+      reject(new Error(`the store thread exited with code ${code}`));
+      if (!closing) opts.onError?.(`The store thread stopped (exit code ${code}); every store call now fails until the server restarts`);
+      failAll(new CyclesError('SERVICE_UNAVAILABLE', closing ? 'The store is closed' : `The store thread stopped (exit code ${code}); the store is unavailable`));
+    });
+  });
+
+  // One message per turn of this loop: the calls of a turn form one commit group over there.
+  const flush = () => {
+    scheduled = false;
+    const calls = queue;
+    queue = [];
+    worker.postMessage(calls);
+  };
+  const call = (method: string, args: unknown[], ops?: true): Promise<unknown> => {
+    if (gone) return Promise.reject(gone);
+    return new Promise((resolve, reject) => {
+      const id = nextId++;
+      // The thread keeps the process alive only while a call awaits it, as a socket would.
+      if (waiting.size === 0) worker.ref();
+      waiting.set(id, {
+        resolve: (v) => {
+          settled();
+          resolve(v);
+        },
+        reject: (e) => {
+          settled();
+          reject(e);
+        },
+      });
+      queue.push(ops ? { id, method, args, ops } : { id, method, args });
+      if (!scheduled) {
+        scheduled = true;
+        setImmediate(flush);
+      }
+    });
+  };
+
+  try {
+    await ready;
+  } catch (e) {
+    await worker.terminate();
+    throw e;
+  }
+  worker.unref();
+
+  const close = (): Promise<void> =>
+    (closing ??= (async () => {
+      try {
+        // A thread that already stopped has nothing left to close.
+        if (!gone) await call('close', []);
+      } finally {
+        await worker.terminate();
+      }
+    })());
+
+  const methods = new Map<string | symbol, unknown>();
+  const store = new Proxy({} as Store, {
+    get(target, prop) {
+      if (prop === 'kind') return 'sqlite';
+      if (prop === 'close') return close;
+      // The thread itself, for diagnostics and the store-failure tests (terminating it is how a
+      // lost store looks in this mode).
+      if (prop === 'thread') return worker;
+      // Not a thenable: `await store` must not call into the thread.
+      if (prop === 'then' || typeof prop === 'symbol') return undefined;
+      // A method set on the object itself (tests that replace one) wins over the forwarded one.
+      if (Object.prototype.hasOwnProperty.call(target, prop)) return (target as unknown as Record<string, unknown>)[prop];
+      let fn = methods.get(prop);
+      if (!fn) {
+        fn = (...args: unknown[]) => call(prop, args);
+        methods.set(prop, fn);
+      }
+      return fn;
+    },
+  });
+  const ops: StoreOps = {
+    snapshot: () => call('snapshot', [], true) as ReturnType<StoreOps['snapshot']>,
+    earliestDueAt: () => call('earliestDueAt', [], true) as ReturnType<StoreOps['earliestDueAt']>,
+    isUnavailable: sqliteUnavailable,
+    probeWrite: () => call('probeWrite', [], true) as Promise<void>,
+  };
+  return { store, ops };
+}
