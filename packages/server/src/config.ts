@@ -104,7 +104,7 @@ export const DEFAULTS: Config = {
   store: 'sqlite',
   dataDir: './data',
   sqliteSync: 'normal',
-  sqliteCacheMb: 32,
+  sqliteCacheMb: 8,
   sqliteThread: true,
   databaseUrl: undefined,
   pgPoolSize: 10,

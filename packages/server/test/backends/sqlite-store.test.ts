@@ -173,15 +173,15 @@ describe('schema upgrade', () => {
 });
 
 describe('page cache', () => {
-  test('32 MiB by default, CYCLES_SQLITE_CACHE_MB otherwise (SQLite alone keeps 2 MiB)', async () => {
+  test('8 MiB by default, CYCLES_SQLITE_CACHE_MB otherwise (SQLite alone keeps 2 MiB)', async () => {
     const cacheKib = async (store: SqliteStore) => {
       const db = (store as unknown as { db: Database.Database }).db;
       const v = db.pragma('cache_size', { simple: true }) as number;
       await store.close();
       return v;
     };
-    assert.equal(await cacheKib(new SqliteStore({ dataDir: tempDir(), sync: 'normal' })), -32768);
-    assert.equal(await cacheKib(new SqliteStore({ dataDir: tempDir(), sync: 'normal', cacheMb: 8 })), -8192);
+    assert.equal(await cacheKib(new SqliteStore({ dataDir: tempDir(), sync: 'normal' })), -8192);
+    assert.equal(await cacheKib(new SqliteStore({ dataDir: tempDir(), sync: 'normal', cacheMb: 24 })), -24576);
   });
 });
 

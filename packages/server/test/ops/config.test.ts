@@ -34,7 +34,7 @@ describe('resolution', () => {
       assert.equal(r.config.rateLimitPerKey, 5);
       assert.equal(r.config.host, DEFAULTS.host);
       assert.equal(resolveConfig({ CYCLES_SQLITE_CACHE_MB: '256' }).config.sqliteCacheMb, 256);
-      assert.equal(DEFAULTS.sqliteCacheMb, 32);
+      assert.equal(DEFAULTS.sqliteCacheMb, 8);
       assert.equal(DEFAULTS.sqliteThread, true);
       assert.equal(resolveConfig({ CYCLES_SQLITE_THREAD: 'false' }).config.sqliteThread, false);
       assert.equal(r.sources.host, 'default');

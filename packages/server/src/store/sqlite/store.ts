@@ -42,7 +42,7 @@ export interface SqliteOptions {
   dataDir: string;
   /** 'full' fsyncs every commit group (survives power loss); 'normal' survives process crashes. */
   sync: 'normal' | 'full';
-  /** Page cache in MiB (CYCLES_SQLITE_CACHE_MB); default 32. */
+  /** Page cache in MiB (CYCLES_SQLITE_CACHE_MB); default 8. */
   cacheMb?: number;
   /** Injected clock for tests; defaults to Date.now. */
   clock?: () => number;
@@ -129,7 +129,7 @@ export class SqliteStore implements Store {
     this.db.pragma('busy_timeout = 5000');
     // Negative = KiB. The working set of a busy ledger (the budget rows, the right edges of the
     // reservation indexes, the idempotency index) outgrows SQLite's 2 MiB default quickly.
-    this.db.pragma(`cache_size = ${-Math.round((opts.cacheMb ?? 32) * 1024)}`);
+    this.db.pragma(`cache_size = ${-Math.round((opts.cacheMb ?? 8) * 1024)}`);
     this.db.exec(SCHEMA);
     upgradeSchema(this.db);
     this.clock = opts.clock ?? Date.now;
