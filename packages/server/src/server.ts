@@ -72,11 +72,10 @@ export async function openStore(
 ): Promise<OpenedStore> {
   switch (config.store) {
     case 'sqlite': {
-      if (config.sqliteThread) {
-        return openSqliteThread({ dataDir: config.dataDir, sync: config.sqliteSync, cacheMb: config.sqliteCacheMb, onEventsCommitted: hooks.onEventsCommitted, onError: hooks.onError });
-      }
+      const sqlite = { dataDir: config.dataDir, sync: config.sqliteSync, cacheMb: config.sqliteCacheMb, onEventsCommitted: hooks.onEventsCommitted };
+      if (config.sqliteThread) return openSqliteThread({ ...sqlite, onError: hooks.onError });
       const { SqliteStore } = await import('./store/sqlite/store.js');
-      const store = new SqliteStore({ dataDir: config.dataDir, sync: config.sqliteSync, cacheMb: config.sqliteCacheMb, onEventsCommitted: hooks.onEventsCommitted });
+      const store = new SqliteStore(sqlite);
       return { store, ops: sqliteOps(store) };
     }
     case 'postgres': {

@@ -27,14 +27,15 @@ function send(reply: Reply): void {
 
 type Target = Record<string, (...args: unknown[]) => unknown>;
 
-/** Calls that only read (the Store's get/list/find/query methods, the gauges, the probes). */
+/** Calls that only read (the Store's get/list/find/query methods, the gauges, the probes), and
+ * `pragma`, which runs between groups like them. */
 const READS = /^(get|list|find|query)[A-Z]|^(overview|ping|snapshot|earliestDueAt|pragma)$/;
 
 try {
-  const opts = workerData as Omit<SqliteOptions, 'onEventsCommitted' | 'clock'>;
+  const { reportEvents, ...opts } = workerData as Omit<SqliteOptions, 'onEventsCommitted' | 'clock'> & { reportEvents: boolean };
   const store = new SqliteStore({
     ...opts,
-    onEventsCommitted: (events) => send({ kind: 'events', events }),
+    onEventsCommitted: reportEvents ? (events) => send({ kind: 'events', events }) : undefined,
   });
   const ops = sqliteOps(store);
   const invoke = (call: Call): void => {

@@ -7,9 +7,9 @@
  * authentication, and a worker thread owns the SQLite connection and runs the same SqliteStore:
  * the two halves of a request's work run on two cores at once.
  *
- * The calls made during one turn of the request thread's loop travel in one message and run as
- * one commit group in the store thread, as they would have in-process; a reply leaves only after
- * its group committed. Every Store method (and the StoreOps gauges) is forwarded; the values are
+ * The calls made during one turn of the request thread's loop travel in one message; in the
+ * store thread, writes join whichever commit group is queued there and reads wait for it
+ * (thread-worker.ts), and a reply leaves only after its group committed. Every Store method (and the StoreOps gauges) is forwarded; the values are
  * structured-cloned, the errors rebuilt with their codes (wire.ts), so 503 mapping, readiness and
  * idempotency behave exactly as in-process.
  */
@@ -51,7 +51,8 @@ interface Waiting {
 
 /** Starts the store thread; resolves once its store has opened the file (schema created or upgraded). */
 export async function openSqliteThread(opts: SqliteThreadOptions): Promise<{ store: Store; ops: StoreOps }> {
-  const worker = startWorker({ dataDir: opts.dataDir, sync: opts.sync, cacheMb: opts.cacheMb });
+  // Events cross the threads only when someone listens for them, as the store keeps them only then.
+  const worker = startWorker({ dataDir: opts.dataDir, sync: opts.sync, cacheMb: opts.cacheMb, reportEvents: opts.onEventsCommitted !== undefined });
   const waiting = new Map<number, Waiting>();
   let nextId = 1;
   let queue: Call[] = [];
@@ -59,13 +60,11 @@ export async function openSqliteThread(opts: SqliteThreadOptions): Promise<{ sto
   let gone: Error | undefined;
   let closing: Promise<void> | undefined;
 
-  const settled = () => {
-    if (waiting.size === 0) worker.unref();
-  };
   const failAll = (err: Error) => {
     gone = err;
     for (const w of waiting.values()) w.reject(err);
     waiting.clear();
+    worker.unref();
   };
 
   const ready = new Promise<void>((resolve, reject) => {
@@ -77,6 +76,8 @@ export async function openSqliteThread(opts: SqliteThreadOptions): Promise<{ sto
             const w = waiting.get(m.id);
             if (!w) break;
             waiting.delete(m.id);
+            // The thread keeps the process alive only while a call awaits it, as a socket would.
+            if (waiting.size === 0) worker.unref();
             if (m.kind === 'result') w.resolve(m.value);
             else w.reject(fromWire(m.error));
             break;
@@ -120,18 +121,8 @@ export async function openSqliteThread(opts: SqliteThreadOptions): Promise<{ sto
     if (gone) return Promise.reject(gone);
     return new Promise((resolve, reject) => {
       const id = nextId++;
-      // The thread keeps the process alive only while a call awaits it, as a socket would.
       if (waiting.size === 0) worker.ref();
-      waiting.set(id, {
-        resolve: (v) => {
-          settled();
-          resolve(v);
-        },
-        reject: (e) => {
-          settled();
-          reject(e);
-        },
-      });
+      waiting.set(id, { resolve, reject });
       queue.push(ops ? { id, method, args, ops } : { id, method, args });
       if (!scheduled) {
         scheduled = true;
