@@ -8,7 +8,7 @@
  *
  * Options: --backends sqlite,sqlite-full  --ops reserve,lifecycle  --connections 50,200
  *          --duration <s>  --warmup <s>  --server <path to dist/cli/main.js>  --out <dir>
- *          --profile-op <op>  --label <text, kept in the JSON>  --strict (exit 1 when a target fails)
+ *          --profile-op <op>  --profile-tenants <1|100>  --label <text, kept in the JSON>  --strict (exit 1 when a target fails)
  *          --wait-quiet <pct>  before each cell, wait until the rest of the machine uses less
  *                              than <pct>% of one core (at most --wait-max seconds, default 120)
  *          --nice=<n>          run the harness, server and ceiling at this scheduling priority
@@ -38,6 +38,7 @@ const { values: args } = parseArgs({
     quick: { type: 'boolean', default: false },
     profile: { type: 'boolean', default: false },
     'profile-op': { type: 'string', default: 'reserve' },
+    'profile-tenants': { type: 'string', default: '1' },
     backends: { type: 'string' },
     ops: { type: 'string' },
     connections: { type: 'string' },
@@ -293,19 +294,30 @@ async function runProfile(ctx: RunContext, outDir: string): Promise<number> {
   const backend = selectedBackends()[0]!;
   const dir = mkdtempSync(join(tmpdir(), 'cycles-prof-'));
   const connections = Number(list(args.connections)?.[0] ?? 50);
-  const cell: Cell = { backend, op, connections, depth: 3, tenants: 1 };
+  const tenants = Number(args['profile-tenants']);
+  if (tenants !== 1 && tenants !== 100) throw new Error('--profile-tenants must be 1 or 100');
+  const cell: Cell = { backend, op, connections, depth: 3, tenants };
   log(`profiling ${cellName(cell)} with node --cpu-prof`);
   const r = await runCell({ ...ctx, nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${dir}`] }, cell, 0);
   log(`  ${progress(r)} (under the profiler)`);
-  const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
-  if (!file) throw new Error(`no .cpuprofile written in ${dir}`);
+  // One file per thread: with the SQLite store thread on, the store's work is in a profile of its own.
+  const files = readdirSync(dir)
+    .filter((f) => f.endsWith('.cpuprofile'))
+    .map((f) => ({ f, profile: JSON.parse(readFileSync(join(dir, f), 'utf8')) as CpuProfile }))
+    .sort((a, b) => a.profile.startTime - b.profile.startTime);
+  if (files.length === 0) throw new Error(`no .cpuprofile written in ${dir}`);
   mkdirSync(outDir, { recursive: true });
-  const dest = join(outDir, `${new Date().toISOString().replace(/[:.]/g, '-')}-${backend.name}-${op}.cpuprofile`);
-  copyFileSync(join(dir, file), dest);
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+  for (const [i, { f, profile }] of files.entries()) {
+    // The main thread starts first; any later profile is a worker's (the store thread).
+    const thread = i === 0 ? 'request thread' : `worker thread ${i}`;
+    const dest = join(outDir, `${stamp}-${backend.name}-${op}${i === 0 ? '' : `-worker${i}`}.cpuprofile`);
+    copyFileSync(join(dir, f), dest);
+    const summary = summarizeProfile(profile, 30);
+    writeFileSync(dest.replace(/\.cpuprofile$/, '.summary.json'), JSON.stringify({ cell: cellName(cell), thread, result: r, summary }, null, 2) + '\n');
+    process.stdout.write(`## CPU profile: ${cellName(cell)}, ${thread}\n\n${formatSummary(summary)}\n\nProfile: ${dest} (open in Chrome DevTools > Performance)\n\n`);
+  }
   rmSync(dir, { recursive: true, force: true });
-  const summary = summarizeProfile(JSON.parse(readFileSync(dest, 'utf8')) as CpuProfile, 30);
-  writeFileSync(dest.replace(/\.cpuprofile$/, '.summary.json'), JSON.stringify({ cell: cellName(cell), result: r, summary }, null, 2) + '\n');
-  process.stdout.write(`## CPU profile: ${cellName(cell)}\n\n${formatSummary(summary)}\n\nProfile: ${dest} (open in Chrome DevTools > Performance)\n`);
   return 0;
 }
 

@@ -19,6 +19,7 @@ export interface Config {
   sqliteSync: 'normal' | 'full';
   /** SQLite's page cache per process, in MiB (its own default is 2 MiB). */
   sqliteCacheMb: number;
+  sqliteCheckpointPages: number;
   /** Run the embedded store on a thread of its own (store/sqlite/thread.ts). */
   sqliteThread: boolean;
   /** postgres://user:password@host:port/database (CYCLES_STORE=postgres). */
@@ -105,6 +106,7 @@ export const DEFAULTS: Config = {
   dataDir: './data',
   sqliteSync: 'normal',
   sqliteCacheMb: 8,
+  sqliteCheckpointPages: 1_000,
   sqliteThread: true,
   databaseUrl: undefined,
   pgPoolSize: 10,
@@ -283,6 +285,7 @@ export const SETTINGS: readonly Setting[] = [
   { env: 'CYCLES_DATA_DIR', key: 'dataDir', parse: text },
   { env: 'CYCLES_SQLITE_SYNC', key: 'sqliteSync', parse: oneOf(['normal', 'full']) },
   { env: 'CYCLES_SQLITE_CACHE_MB', key: 'sqliteCacheMb', parse: int(1, 65_536) },
+  { env: 'CYCLES_SQLITE_CHECKPOINT_PAGES', key: 'sqliteCheckpointPages', parse: int(100, 1_000_000) },
   { env: 'CYCLES_SQLITE_THREAD', key: 'sqliteThread', parse: bool },
   { env: 'DATABASE_URL', key: 'databaseUrl', parse: postgresUrl, secret: true },
   { env: 'PG_POOL_SIZE', key: 'pgPoolSize', parse: int(1, 1000) },

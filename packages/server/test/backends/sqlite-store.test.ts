@@ -6,7 +6,7 @@
  * writes (a same-key retry in the same group replays the first).
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -182,6 +182,41 @@ describe('page cache', () => {
     };
     assert.equal(await cacheKib(new SqliteStore({ dataDir: tempDir(), sync: 'normal' })), -8192);
     assert.equal(await cacheKib(new SqliteStore({ dataDir: tempDir(), sync: 'normal', cacheMb: 24 })), -24576);
+  });
+});
+
+describe('checkpoint window', () => {
+  test("SQLite's 1,000 WAL pages by default, CYCLES_SQLITE_CHECKPOINT_PAGES otherwise", async () => {
+    const pages = async (store: SqliteStore) => {
+      const v = await store.pragma('wal_autocheckpoint');
+      await store.close();
+      return v;
+    };
+    assert.equal(await pages(new SqliteStore({ dataDir: tempDir(), sync: 'normal' })), 1_000);
+    assert.equal(await pages(new SqliteStore({ dataDir: tempDir(), sync: 'normal', checkpointPages: 2_500 })), 2_500);
+  });
+
+  test('past the window, a commit group checkpoints and the WAL is written again from its start', async () => {
+    const dir = tempDir();
+    const store = new SqliteStore({ dataDir: dir, sync: 'normal', checkpointPages: 100 });
+    try {
+      await store.createTenant({ tenant_id: 't1', name: 'T1', status: 'ACTIVE', created_at: NOW });
+      await store.createBudget(budget('tenant:t1', 1e12));
+      // One group per reserve: each appends a few pages (the budget row, the reservation and
+      // its index entries, the idempotency record) to the WAL.
+      for (let i = 0; i < 300; i++) {
+        const r = await store.reserve(reserveCmd({ tenant: 't1', workspace: `w${i % 7}` }, 1, `wal-${i}`));
+        assert.equal(r.status, 200);
+      }
+      // Without checkpoints the WAL would hold every group's pages (over a thousand); with a
+      // window of 100 pages it never holds much more than that plus one group.
+      const walPages = statSync(join(dir, 'cycles.db-wal')).size / (4096 + 24);
+      assert.ok(walPages <= 150, `the WAL holds ${walPages} pages`);
+      const page = await store.listReservations({ tenantId: 't1', subject: {}, sortBy: 'created_at_ms', sortDir: 'desc', limit: 500 });
+      assert.equal(page.rows.length, 300);
+    } finally {
+      await store.close();
+    }
   });
 });
 

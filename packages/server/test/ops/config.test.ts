@@ -35,6 +35,9 @@ describe('resolution', () => {
       assert.equal(r.config.host, DEFAULTS.host);
       assert.equal(resolveConfig({ CYCLES_SQLITE_CACHE_MB: '256' }).config.sqliteCacheMb, 256);
       assert.equal(DEFAULTS.sqliteCacheMb, 8);
+      assert.equal(DEFAULTS.sqliteCheckpointPages, 1_000);
+      assert.equal(resolveConfig({ CYCLES_SQLITE_CHECKPOINT_PAGES: '40000' }).config.sqliteCheckpointPages, 40_000);
+      assert.throws(() => resolveConfig({ CYCLES_SQLITE_CHECKPOINT_PAGES: '10' }), /CYCLES_SQLITE_CHECKPOINT_PAGES/);
       assert.equal(DEFAULTS.sqliteThread, true);
       assert.equal(resolveConfig({ CYCLES_SQLITE_THREAD: 'false' }).config.sqliteThread, false);
       assert.equal(r.sources.host, 'default');

@@ -26,6 +26,7 @@ export interface SqliteThreadOptions {
   dataDir: string;
   sync: SqliteOptions['sync'];
   cacheMb?: number | undefined;
+  checkpointPages?: number | undefined;
   onEventsCommitted?: ((events: readonly EventRecord[]) => void) | undefined;
   /** Told when the store thread stops unexpectedly (logged as an error; readiness goes DOWN). */
   onError?: ((message: string) => void) | undefined;
@@ -52,7 +53,7 @@ interface Waiting {
 /** Starts the store thread; resolves once its store has opened the file (schema created or upgraded). */
 export async function openSqliteThread(opts: SqliteThreadOptions): Promise<{ store: Store; ops: StoreOps }> {
   // Events cross the threads only when someone listens for them, as the store keeps them only then.
-  const worker = startWorker({ dataDir: opts.dataDir, sync: opts.sync, cacheMb: opts.cacheMb, reportEvents: opts.onEventsCommitted !== undefined });
+  const worker = startWorker({ dataDir: opts.dataDir, sync: opts.sync, cacheMb: opts.cacheMb, checkpointPages: opts.checkpointPages, reportEvents: opts.onEventsCommitted !== undefined });
   const waiting = new Map<number, Waiting>();
   let nextId = 1;
   let queue: Call[] = [];
