@@ -2,7 +2,6 @@ import { createRequire } from 'node:module';
 import type { FastifyInstance } from 'fastify';
 import type { DestinationStream } from 'pino';
 import { configFromEnv, type Config } from './config.js';
-import { buildApp } from './http/app.js';
 import { instrumentStore, StoreHealth } from './ops/instrumented-store.js';
 import { createLoggers } from './ops/logging.js';
 import { countCommittedEvents, countWebhookOutcome } from './ops/observe.js';
@@ -124,7 +123,14 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
   const logger = loggers?.logger;
   // Tracing is loaded only when configured: no OpenTelemetry code runs otherwise.
   const tracing: Tracing | undefined = config.otlpEndpoint ? await (await import('./ops/tracing.js')).startTracing(config) : undefined;
-  const opened = await openStore(config, { onEventsCommitted: countCommittedEvents(config.metricsTenantLabel), onError: (message) => logger?.error(message) });
+  // The store starts opening first; the HTTP layer (Fastify, Ajv, the routes: most of the
+  // modules a start loads) is loaded while it does. With the store thread, the SQLite
+  // connection opens on the other core in the meantime, instead of after the imports.
+  const opening = openStore(config, { onEventsCommitted: countCommittedEvents(config.metricsTenantLabel), onError: (message) => logger?.error(message) });
+  const http = import('./http/app.js');
+  // Awaited only after the store opened; a store that fails to open must not leave it unhandled.
+  http.catch(() => undefined);
+  const opened = await opening;
   const backend = opened.store;
   const health = new StoreHealth();
   const keyCache = config.apiKeyCacheTtlMs > 0 ? new ApiKeyCache({ ttlMs: config.apiKeyCacheTtlMs }) : undefined;
@@ -135,6 +141,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     const box = SecretBox.fromBase64(config.webhookEncryptionKey ?? (await store.putMetaIfAbsent('webhook_encryption_key', randomBytes(32).toString('base64'))));
     const security = new WebhookSecurity(store, parseAllowList(config.webhookAllowedHosts, config.webhookAllowHttp));
     let dispatcher: ReturnType<typeof startDispatcher> | undefined;
+    const { buildApp } = await http;
     const app = await buildApp({
       webhooks: { box, security, testTimeoutMs: config.webhookTimeoutMs, kick: () => dispatcher?.kick() },
       config,
