@@ -6,6 +6,7 @@ import { instrumentStore, StoreHealth } from './ops/instrumented-store.js';
 import { createLoggers } from './ops/logging.js';
 import { countCommittedEvents, countWebhookOutcome } from './ops/observe.js';
 import type { Tracing } from './ops/tracing.js';
+import type { ValidatorFactory } from './http/validators.js';
 import { ApiKeyCache } from './security/key-cache.js';
 import { randomBase62, sha256Hex } from './security/keys.js';
 import type { StoreOps } from './store/ops.js';
@@ -26,6 +27,8 @@ export interface StartOptions {
   /** Where log lines go instead of stdout (tests capture them to scan for secrets). */
   logStream?: DestinationStream;
   env?: Record<string, string | undefined>;
+  /** How route schemas become validators (the build's precompile step collects them here). */
+  buildValidator?: ValidatorFactory;
 }
 
 /** A loop that runs beside the HTTP server (sweeper, webhook dispatcher) and stops on close. */
@@ -154,6 +157,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
       keyCache,
       tracing,
       version: VERSION,
+      buildValidator: options.buildValidator,
     });
     await app.listen({ port: config.port, host: config.host });
     const address = app.server.address();

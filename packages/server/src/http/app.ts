@@ -23,6 +23,7 @@ import type { StoreOps } from '../store/ops.js';
 import { registerEventRoutes } from '../events/routes.js';
 import { registerWebhookRoutes, type WebhookDeps } from '../events/webhook-routes.js';
 import { registerWebhookBulk } from '../events/webhook-bulk.js';
+import { loadPrecompiled, validatorFactory, type ValidatorFactory } from './validators.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -61,6 +62,8 @@ export interface AppDeps {
   keyCache?: ApiKeyCache | undefined;
   /** Webhook secrets, network policy and dispatcher nudge; absent = no webhook API. */
   webhooks?: WebhookDeps | undefined;
+  /** How route schemas become validators; default: the build's precompiled ones (validators.ts). */
+  buildValidator?: ValidatorFactory | undefined;
 }
 
 /** Headers a browser dashboard may send and read (CORS). */
@@ -127,6 +130,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
         code: { optimize: false },
       },
     },
+    schemaController: { compilersFactory: { buildValidator: (deps.buildValidator ?? validatorFactory(loadPrecompiled())) as never } },
     // Draining is answered below with the protocol envelope instead of Fastify's own 503 body.
     return503OnClosing: false,
     // Long ids must reach the schema (a 400 naming reservation_id), not the router's 414.
