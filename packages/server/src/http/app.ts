@@ -23,7 +23,7 @@ import type { StoreOps } from '../store/ops.js';
 import { registerEventRoutes } from '../events/routes.js';
 import { registerWebhookRoutes, type WebhookDeps } from '../events/webhook-routes.js';
 import { registerWebhookBulk } from '../events/webhook-bulk.js';
-import { loadPrecompiled, validatorFactory, type ValidatorFactory } from './validators.js';
+import { loadPrecompiled, serializerFactory, validatorFactory, type ValidatorFactory } from './validators.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -130,7 +130,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
         code: { optimize: false },
       },
     },
-    schemaController: { compilersFactory: { buildValidator: (deps.buildValidator ?? validatorFactory(loadPrecompiled())) as never } },
+    // Route validators from the build (http/validators.ts); Ajv loads only if one must be compiled.
+    schemaController: { compilersFactory: { buildValidator: (deps.buildValidator ?? validatorFactory(loadPrecompiled())) as never, buildSerializer: serializerFactory() as never } },
     // Draining is answered below with the protocol envelope instead of Fastify's own 503 body.
     return503OnClosing: false,
     // Long ids must reach the schema (a 400 naming reservation_id), not the router's 414.

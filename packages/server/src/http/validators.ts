@@ -9,13 +9,22 @@
  * Fastify hands it to the compiler. Any other schema (a route changed since the build, the
  * sources run without building, as the tests do) is compiled at start as before, by the same
  * compiler Fastify uses by default, with the same options.
+ *
+ * Ajv and the compilers are loaded only when something has to be compiled: a start served
+ * entirely from the file never loads them (they were about a tenth of a start's module loading).
+ * Fastify lower-cases the keys of header schemas only for its own compiler; the server has no
+ * header schemas, and one added later is refused at start rather than silently mismatched.
  */
 import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import { AjvCompiler, StandaloneValidator } from '@fastify/ajv-compiler';
+import type * as AjvCompilerModule from '@fastify/ajv-compiler';
+import type * as SerializerCompilerModule from '@fastify/fast-json-stringify-compiler';
+import type * as AjvModule from 'ajv';
 import type { ValidateFunction } from 'ajv';
-import { _ } from 'ajv';
+
+const require = createRequire(import.meta.url);
+const ajvCompiler = () => require('@fastify/ajv-compiler') as typeof AjvCompilerModule;
 
 /** The generated file, next to this module in dist/http. */
 export const PRECOMPILED_FILE = './validators.precompiled.cjs';
@@ -47,7 +56,7 @@ export function validatorKey(route: RouteSchema): string {
 /** The generated file's validators, or undefined where there is none (sources run directly). */
 export function loadPrecompiled(file: string | URL = new URL(PRECOMPILED_FILE, import.meta.url)): Precompiled | undefined {
   try {
-    return createRequire(import.meta.url)(file instanceof URL ? fileURLToPath(file) : file) as Precompiled;
+    return require(file instanceof URL ? fileURLToPath(file) : file) as Precompiled;
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'MODULE_NOT_FOUND') return undefined;
     throw e;
@@ -59,16 +68,18 @@ export function loadPrecompiled(file: string | URL = new URL(PRECOMPILED_FILE, i
  * and compiles it otherwise (creating the Ajv instance only if one is needed).
  */
 export function validatorFactory(precompiled: Precompiled | undefined, stats?: ValidatorStats): ValidatorFactory {
-  const pool = AjvCompiler();
+  let pool: AjvCompilerModule.BuildCompilerFromPool | undefined;
   return (externalSchemas, options) => {
     let compile: Compile | undefined;
     return (route) => {
+      if (route.httpPart === 'headers') throw new Error(`header schemas are not supported (${route.method} ${route.url}); check headers in the handler`);
       const found = precompiled?.[validatorKey(route)];
       if (found) {
         if (stats) stats.precompiled++;
         return found;
       }
       if (stats) stats.compiled++;
+      pool ??= ajvCompiler().AjvCompiler();
       compile ??= pool(externalSchemas, options) as unknown as Compile;
       return compile(route);
     };
@@ -81,11 +92,24 @@ export function validatorFactory(precompiled: Precompiled | undefined, stats?: V
  * referenced from ajv-formats, which Fastify's compiler adds.
  */
 export function collectingValidatorFactory(collect: (key: string, code: string) => void): ValidatorFactory {
-  const standalone = StandaloneValidator({ readMode: false, storeFunction: (route, code) => collect(validatorKey(route as RouteSchema), code) });
+  const { _ } = require('ajv') as typeof AjvModule;
+  const standalone = ajvCompiler().StandaloneValidator({ readMode: false, storeFunction: (route, code) => collect(validatorKey(route as RouteSchema), code) });
   return (externalSchemas, options) => {
     const opts = options as unknown as { customOptions?: { code?: object } };
     const customOptions = { ...opts.customOptions, code: { ...opts.customOptions?.code, source: true, formats: _`require("ajv-formats/dist/formats").fullFormats` } };
     return standalone(externalSchemas, { ...opts, customOptions } as never) as unknown as Compile;
+  };
+}
+
+/** Fastify's `buildSerializer`. No route has a response schema, so fast-json-stringify's compiler
+ * loads only if one ever does (Fastify otherwise loads it at start). */
+export function serializerFactory(): (externalSchemas: never, options: never) => Compile {
+  return (externalSchemas, options) => {
+    let compile: Compile | undefined;
+    return (route) => {
+      compile ??= (require('@fastify/fast-json-stringify-compiler') as typeof SerializerCompilerModule).SerializerSelector()(externalSchemas, options) as unknown as Compile;
+      return compile(route);
+    };
   };
 }
 
