@@ -120,6 +120,11 @@ describe('precompiled route-schema validators', () => {
     assert.equal(validate({ a: 1 }), false);
   });
 
+  test('a header schema is refused at start (Fastify lower-cases header keys only for its own compiler)', () => {
+    const build = validatorFactory(precompiled)({} as never, { customOptions: {} } as never);
+    assert.throws(() => build({ schema: { type: 'object' }, method: 'GET', url: '/v1/x', httpPart: 'headers' }), /header schemas are not supported \(GET \/v1\/x\)/);
+  });
+
   test('without a generated file there is nothing to load', () => {
     assert.equal(loadPrecompiled(path.join(tmpdir(), 'no-such-dir', 'validators.precompiled.cjs')), undefined);
   });
