@@ -11,7 +11,7 @@
  * compiler Fastify uses by default, with the same options.
  *
  * Ajv and the compilers are loaded only when something has to be compiled: a start served
- * entirely from the file never loads them (they were about a tenth of a start's module loading).
+ * entirely from the file never loads them (loading them was about a tenth of a start).
  * Fastify lower-cases the keys of header schemas only for its own compiler; the server has no
  * header schemas, and one added later is refused at start rather than silently mismatched.
  */
