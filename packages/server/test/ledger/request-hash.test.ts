@@ -29,6 +29,15 @@ describe('request hash', () => {
     assert.equal(canonicalJson(undefined), 'null');
   });
 
+  test('objects of any size come out in the default sort order', () => {
+    for (const n of [2, 3, 16, 17, 40]) {
+      const keys = Array.from({ length: n }, (_, i) => `${String.fromCharCode(0x7a - (i % 26))}${(i * 7919) % 97}é${i % 3 === 0 ? 'Z' : ''}`);
+      const obj = Object.fromEntries(keys.map((k, i) => [k, i]));
+      const expected = '{' + [...keys].sort().map((k) => `${JSON.stringify(k)}:${obj[k]}`).join(',') + '}';
+      assert.equal(canonicalJson(obj), expected, `${n} keys`);
+    }
+  });
+
   test('hashes are those of earlier versions, and key order does not change them', () => {
     assert.equal(requestHash('reserve', body), '5b3c0f528f762da81a4c8452f26dec6ed138e4c0f451ec99fdb776444fac4850');
     assert.equal(
