@@ -19,6 +19,7 @@ import { single, windowParams, type Query } from '../runtime/query.js';
 import { AUDIT_SORT_KEYS, type AuditQuery, type AuditRecord, type AuditTemplate, type Store } from '../store/types.js';
 import { adminAuth, adminLimit, cursorFor, listBody, numberParam, searchParam, sortParams } from './common.js';
 import { auditShape } from './shapes.js';
+import { routeOf } from '../http/route-of.js';
 
 /** Tenant id of audit rows written for the admin key when no single tenant applies (spec sentinel). */
 export const ADMIN_SENTINEL = '__admin__';
@@ -134,7 +135,7 @@ function actorType(req: FastifyRequest): string | undefined {
   const p = req.cycles?.principal;
   if (!p) return undefined;
   if (p.kind === 'tenant') return 'api_key';
-  const mode = (req.routeOptions.config as Partial<RouteAuth>).auth;
+  const mode = (routeOf(req).config as Partial<RouteAuth>).auth;
   return mode === 'either' || req.auditNote?.onBehalfOf ? 'admin_on_behalf_of' : 'admin';
 }
 
@@ -166,7 +167,7 @@ function parsePayload(payload: unknown): Record<string, unknown> | undefined {
 
 /** Whether a finished request gets an audit row (see the top of this file). */
 function audited(req: FastifyRequest, status: number, runtimeToo: boolean): boolean {
-  const url = req.routeOptions.url;
+  const url = routeOf(req).url;
   // Router-level failures (no route, malformed URL) never reached the request context.
   if (!url || !url.startsWith('/v1/') || !req.cycles) return false;
   const principal = req.cycles.principal;
@@ -177,7 +178,7 @@ function audited(req: FastifyRequest, status: number, runtimeToo: boolean): bool
 
 /** Builds the audit row of a finished request that is audited. */
 async function entryFor(req: FastifyRequest, reply: FastifyReply, payload: unknown, store: Store, retention: AuditRetention): Promise<AuditRecord> {
-  const url = req.routeOptions.url!;
+  const url = routeOf(req).url!;
   const status = reply.statusCode;
   const principal = req.cycles.principal;
   const now = Date.now();

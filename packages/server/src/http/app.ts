@@ -35,6 +35,8 @@ declare module 'fastify' {
       traceId: string;
       traceFlags: string | undefined;
       principal: Principal | undefined;
+      /** request.routeOptions, read once (http/route-of.ts). */
+      route: FastifyRequest['routeOptions'];
     };
   }
 }
@@ -169,7 +171,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const timeout = installRequestTimeout(app, config.requestTimeoutMs);
   app.addHook('onRequest', (req, reply, done) => {
     const trace = resolveTrace(req.headers['traceparent'], req.headers['x-cycles-trace-id']);
-    req.cycles = { requestId: req.id, traceId: trace.traceId, traceFlags: trace.traceFlags, principal: undefined };
+    req.cycles = { requestId: req.id, traceId: trace.traceId, traceFlags: trace.traceFlags, principal: undefined, route: req.routeOptions };
     req.outcome = freshOutcome();
     reply.header('x-request-id', req.id);
     reply.header('x-cycles-trace-id', trace.traceId);

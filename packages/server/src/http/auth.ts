@@ -3,6 +3,7 @@ import { CyclesError } from '../ledger/errors.js';
 import type { ApiKeyCache } from '../security/key-cache.js';
 import { hashApiKey, sameDigest, sha256Hex } from '../security/keys.js';
 import type { Store } from '../store/types.js';
+import { routeOf } from './route-of.js';
 
 /** Who may call a route: a tenant key, the admin key, either (admin-on-behalf-of), or anyone. */
 export type AuthMode = 'tenant' | 'admin' | 'either' | 'public';
@@ -60,7 +61,7 @@ export function makeAuthenticator(store: Store, secrets: AuthSecrets, clock: () 
 
   /** Runs before the body is parsed, so an unauthenticated caller learns nothing about validation. */
   return async function authenticate(req: FastifyRequest, _reply: FastifyReply): Promise<void> {
-    const route = req.routeOptions.config as Partial<RouteAuth>;
+    const route = routeOf(req).config as Partial<RouteAuth>;
     const mode = route.auth ?? 'public';
     if (mode === 'public') return;
     const admin = header(req, 'x-admin-api-key');

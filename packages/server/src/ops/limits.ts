@@ -16,6 +16,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../config.js';
 import { CyclesError } from '../ledger/errors.js';
 import { authFailures, rateLimited } from './metrics.js';
+import { routeOf } from '../http/route-of.js';
 
 /** Most distinct clients tracked per limit; the least recently seen are forgotten first. */
 export const MAX_TRACKED_CLIENTS = 10_000;
@@ -97,7 +98,7 @@ export class AuthFailureThrottle {
 
 type Check = (req: FastifyRequest) => Promise<{ isAllowed: boolean; max?: number; remaining?: number; ttl?: number; isExceeded?: boolean }>;
 
-const isOpsRoute = (req: FastifyRequest): boolean => req.routeOptions.config?.ops === true;
+const isOpsRoute = (req: FastifyRequest): boolean => routeOf(req).config?.ops === true;
 
 function exceeded(kind: string, max: number, ttlMs: number, now: number): LimitExceeded {
   const retryAfter = Math.max(1, Math.ceil(ttlMs / 1000));
@@ -147,7 +148,7 @@ export async function setupLimits(app: FastifyInstance, config: Config): Promise
   return {
     async beforeAuth(req, reply) {
       const ops = isOpsRoute(req);
-      if (ops && req.routeOptions.config?.throttleAuth !== true) return;
+      if (ops && routeOf(req).config?.throttleAuth !== true) return;
       if (throttle) {
         const until = throttle.blockedUntil(req.ip);
         if (until !== undefined) {

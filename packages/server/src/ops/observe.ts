@@ -22,6 +22,7 @@ import {
   webhookDeliveries,
   webhookDeliveryDuration,
 } from './metrics.js';
+import { routeOf } from '../http/route-of.js';
 
 /** Per-request facts gathered on the way for the observer. */
 export interface RequestOutcome {
@@ -71,7 +72,7 @@ export function freshOutcome(): RequestOutcome {
 }
 
 function operationOf(req: FastifyRequest): Operation | undefined {
-  return OPERATIONS[`${req.method} ${req.routeOptions.url ?? ''}`];
+  return OPERATIONS[`${req.method} ${routeOf(req).url ?? ''}`];
 }
 
 /** onSend: reserve and decide tell their decision only in the reply body. */
@@ -152,7 +153,7 @@ export function makeObserver(config: Config, access?: FastifyBaseLogger): Observ
   return {
     onResponse(req, reply) {
       const status = reply.statusCode;
-      const route = req.routeOptions.url ?? 'unmatched';
+      const route = routeOf(req).url ?? 'unmatched';
       const key = `${req.method} ${status} ${route}`;
       let timer = timers.get(key);
       if (!timer) {
