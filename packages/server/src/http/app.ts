@@ -183,14 +183,14 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     done();
   });
   deps.tracing?.install(app);
-  const limits = await setupLimits(app, config);
+  const limits = setupLimits(config);
   const authenticate = makeAuthenticator(deps.store, deps.secrets, Date.now, deps.keyCache);
   // API-key last_used_at and the audit log (admin/audit.ts).
   const governance = governanceHooks(app, deps);
   app.addHook('onRequest', async (req, reply) => {
-    await limits.beforeAuth(req, reply);
+    limits.beforeAuth(req, reply);
     await authenticate(req, reply);
-    await limits.afterAuth(req, reply);
+    limits.afterAuth(req, reply);
     governance.authenticated(req);
   });
   app.addHook('onSend', async (req, reply, payload) => {

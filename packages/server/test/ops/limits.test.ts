@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { MAX_TRACKED_CLIENTS, RequestWindows } from '../../src/ops/limits.js';
 import { fingerprint, idem, metric, NO_LIMITS, provision, reserveBody, scrape, show, startOps, type Res } from './support.js';
 
 function assertLimitExceeded(r: Res, max: number): void {
@@ -94,6 +95,31 @@ describe('rate limits', () => {
     } finally {
       await s.close();
     }
+  });
+});
+
+describe('request windows', () => {
+  test('fixed windows per client, from its first request; a new window after it ends', () => {
+    const w = new RequestWindows(3, 1000);
+    const t0 = 1_000_000;
+    assert.deepEqual([1, 2, 3, 4].map((i) => w.hit('a', t0 + i).count), [1, 2, 3, 4]);
+    assert.equal(w.hit('b', t0 + 5).count, 1, 'another client has its own window');
+    const late = w.hit('a', t0 + 999);
+    assert.deepEqual(late, { count: 5, startedAt: t0 + 1 }, 'still the window that began at the first request');
+    assert.deepEqual(w.hit('a', t0 + 1001), { count: 1, startedAt: t0 + 1001 }, 'the next window starts at the request after the end');
+    assert.equal(w.maxHeader, '3');
+  });
+
+  test(`at most ${MAX_TRACKED_CLIENTS} clients are tracked; the least recently seen is forgotten first`, () => {
+    const w = new RequestWindows(100, 60_000);
+    const now = 5_000_000;
+    w.hit('first', now);
+    w.hit('kept', now);
+    for (let i = 0; i < MAX_TRACKED_CLIENTS - 2; i++) w.hit(`c${i}`, now);
+    w.hit('kept', now); // seen again: now the most recent
+    w.hit('one-more', now);
+    assert.equal(w.hit('first', now).count, 1, 'forgotten: counts from 1 again');
+    assert.equal(w.hit('kept', now).count, 3, 'recently seen: still counted');
   });
 });
 
