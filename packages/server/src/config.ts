@@ -19,6 +19,7 @@ export interface Config {
   sqliteSync: 'normal' | 'full';
   /** SQLite's page cache per process, in MiB (its own default is 2 MiB). */
   sqliteCacheMb: number;
+  /** WAL pages between SQLite's automatic checkpoints (its own default: 1,000). */
   sqliteCheckpointPages: number;
   /** Run the embedded store on a thread of its own (store/sqlite/thread.ts). */
   sqliteThread: boolean;

@@ -58,8 +58,9 @@ export function limitHeaders(reply: FastifyReply, e: LimitExceeded): void {
 }
 
 /**
- * Failed authentications per client address in fixed windows. Only a check (`blocked`) and a
- * count (`fail`) are needed, which the rate-limit plugin's increment-only API does not offer.
+ * Failed authentications per client address in fixed windows. Unlike RequestWindows (below),
+ * which counts every request it sees, this one is checked on every request (`blockedUntil`) but
+ * counts only failures (`fail`).
  */
 export class AuthFailureThrottle {
   private readonly windows = new Map<string, { count: number; resetAt: number }>();

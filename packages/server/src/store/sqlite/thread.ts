@@ -9,9 +9,9 @@
  *
  * The calls made during one turn of the request thread's loop travel in one message; in the
  * store thread, writes join whichever commit group is queued there and reads wait for it
- * (thread-worker.ts), and a reply leaves only after its group committed. Every Store method (and the StoreOps gauges) is forwarded; the values are
- * structured-cloned, the errors rebuilt with their codes (wire.ts), so 503 mapping, readiness and
- * idempotency behave exactly as in-process.
+ * (thread-worker.ts), and a reply leaves only after its group committed. Every Store method (and
+ * the StoreOps gauges) is forwarded; the values are structured-cloned, the errors rebuilt with
+ * their codes (wire.ts), so 503 mapping, readiness and idempotency behave exactly as in-process.
  */
 import { Worker } from 'node:worker_threads';
 import type { EventRecord } from '../../events/model.js';
