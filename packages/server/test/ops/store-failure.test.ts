@@ -62,6 +62,13 @@ for (const mode of MODES) describe(`disk full (${mode.name})`, () => {
       // The group that failed may have needed more new pages (index splits) than readiness's
       // write probe does; a full disk has no room at all, so take what the file has left.
       await pragma(s, `max_page_count = ${(await pragma(s, 'page_count')) as number}`);
+      // A write that fits in the free space of existing pages still succeeds, and rightly tells
+      // readiness the store writes again: on the store thread a later, smaller group of the batch
+      // above can do that. One that needs new pages (32 KB of metadata) now fails for certain, so
+      // the store has just seen a write fail.
+      const big = { ...reserveBody(t.id, 10, { subject }), metadata: { pad: 'p'.repeat(32 * 1024) } };
+      const bigRes = await s.client.post('/v1/reservations', big, { key: t.key });
+      assert.equal(bigRes.status, 503, show(bigRes));
 
       // Readiness says why; liveness is unaffected; the gauge shows the store down.
       const ready = await s.client.get('/readyz');
