@@ -19,8 +19,13 @@ export interface Config {
   sqliteSync: 'normal' | 'full';
   /** SQLite's page cache per process, in MiB (its own default is 2 MiB). */
   sqliteCacheMb: number;
-  /** WAL pages between SQLite's automatic checkpoints (its own default: 1,000). */
-  sqliteCheckpointPages: number;
+  /**
+   * WAL pages at which a commit group checkpoints itself; unset: SQLite's 1,000, or 10,000 as
+   * the backstop when the checkpointer thread is on.
+   */
+  sqliteCheckpointPages: number | undefined;
+  /** Milliseconds between the checkpointer thread's passes; 0 = no thread (store/sqlite/checkpointer.ts). */
+  sqliteCheckpointMs: number;
   /** Run the embedded store on a thread of its own (store/sqlite/thread.ts). */
   sqliteThread: boolean;
   /** postgres://user:password@host:port/database (CYCLES_STORE=postgres). */
@@ -107,7 +112,8 @@ export const DEFAULTS: Config = {
   dataDir: './data',
   sqliteSync: 'normal',
   sqliteCacheMb: 8,
-  sqliteCheckpointPages: 1_000,
+  sqliteCheckpointPages: undefined,
+  sqliteCheckpointMs: 50,
   sqliteThread: true,
   databaseUrl: undefined,
   pgPoolSize: 10,
@@ -287,6 +293,7 @@ export const SETTINGS: readonly Setting[] = [
   { env: 'CYCLES_SQLITE_SYNC', key: 'sqliteSync', parse: oneOf(['normal', 'full']) },
   { env: 'CYCLES_SQLITE_CACHE_MB', key: 'sqliteCacheMb', parse: int(1, 65_536) },
   { env: 'CYCLES_SQLITE_CHECKPOINT_PAGES', key: 'sqliteCheckpointPages', parse: int(100, 1_000_000) },
+  { env: 'CYCLES_SQLITE_CHECKPOINT_MS', key: 'sqliteCheckpointMs', parse: int(0, 60_000) },
   { env: 'CYCLES_SQLITE_THREAD', key: 'sqliteThread', parse: bool },
   { env: 'DATABASE_URL', key: 'databaseUrl', parse: postgresUrl, secret: true },
   { env: 'PG_POOL_SIZE', key: 'pgPoolSize', parse: int(1, 1000) },

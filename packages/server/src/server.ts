@@ -74,7 +74,7 @@ export async function openStore(
 ): Promise<OpenedStore> {
   switch (config.store) {
     case 'sqlite': {
-      const sqlite = { dataDir: config.dataDir, sync: config.sqliteSync, cacheMb: config.sqliteCacheMb, checkpointPages: config.sqliteCheckpointPages, onEventsCommitted: hooks.onEventsCommitted };
+      const sqlite = { dataDir: config.dataDir, sync: config.sqliteSync, cacheMb: config.sqliteCacheMb, checkpointPages: config.sqliteCheckpointPages, checkpointMs: config.sqliteCheckpointMs, onEventsCommitted: hooks.onEventsCommitted };
       if (config.sqliteThread) return openSqliteThread({ ...sqlite, onError: hooks.onError });
       const { SqliteStore } = await import('./store/sqlite/store.js');
       const store = new SqliteStore(sqlite);

@@ -6,7 +6,7 @@
  * writes (a same-key retry in the same group replays the first).
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -214,6 +214,115 @@ describe('checkpoint window', () => {
       assert.ok(walPages <= 150, `the WAL holds ${walPages} pages`);
       const page = await store.listReservations({ tenantId: 't1', subject: {}, sortBy: 'created_at_ms', sortDir: 'desc', limit: 500 });
       assert.equal(page.rows.length, 300);
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+const windowOf = (store: SqliteStore): number => (store as unknown as { db: Database.Database }).db.pragma('wal_autocheckpoint', { simple: true }) as number;
+
+describe('checkpointer thread', () => {
+  const walPages = (dir: string) => statSync(join(dir, 'cycles.db-wal')).size / (4096 + 24);
+  /** Reservations in the database file alone, without its WAL: what checkpoints copied there. */
+  const inFile = (dir: string): number => {
+    const copy = join(tempDir(), 'copy.db');
+    copyFileSync(join(dir, 'cycles.db'), copy);
+    const db = new Database(copy);
+    try {
+      // No table yet: not even the schema has been checkpointed.
+      if (!db.prepare("SELECT 1 FROM sqlite_master WHERE name = 'reservations'").get()) return 0;
+      return (db.prepare('SELECT count(*) AS n FROM reservations').get() as { n: number }).n;
+    } finally {
+      db.close();
+    }
+  };
+  const until = async (what: string, done: () => boolean) => {
+    const deadline = Date.now() + 10_000;
+    while (!done()) {
+      if (Date.now() > deadline) assert.fail(`timed out waiting until ${what}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  const open = async (opts: { checkpointMs?: number; checkpointPages?: number }) => {
+    const dir = tempDir();
+    const store = new SqliteStore({ dataDir: dir, sync: 'normal', ...opts });
+    await store.createTenant({ tenant_id: 't1', name: 'T1', status: 'ACTIVE', created_at: NOW });
+    await store.createBudget(budget('tenant:t1', 1e12));
+    return { dir, store };
+  };
+  /** One group per reserve: each appends a few pages to the WAL. */
+  const reserveMany = async (store: SqliteStore, from: number, n: number) => {
+    for (let i = from; i < from + n; i++) {
+      const r = await store.reserve(reserveCmd({ tenant: 't1', workspace: `w${i % 7}` }, 1, `ckpt-${i}`));
+      assert.equal(r.status, 200);
+    }
+  };
+
+  test('the committing connection keeps a 10,000-page backstop window while the thread runs; an explicit window wins', async () => {
+    const pages = async (store: SqliteStore) => {
+      const v = await store.pragma('wal_autocheckpoint');
+      await store.close();
+      return v;
+    };
+    assert.equal(await pages(new SqliteStore({ dataDir: tempDir(), sync: 'normal', checkpointMs: 50 })), 10_000);
+    assert.equal(await pages(new SqliteStore({ dataDir: tempDir(), sync: 'normal', checkpointMs: 50, checkpointPages: 3_000 })), 3_000);
+    assert.equal(await pages(new SqliteStore({ dataDir: tempDir(), sync: 'normal', checkpointMs: 0 })), 1_000);
+  });
+
+  test('the thread copies committed pages into the file, which the committing connection alone would not do yet', async () => {
+    const withThread = await open({ checkpointMs: 10 });
+    const without = await open({ checkpointPages: 10_000 });
+    try {
+      await reserveMany(withThread.store, 0, 200);
+      await reserveMany(without.store, 0, 200);
+      await until('the thread has copied every reservation into the file', () => inFile(withThread.dir) === 200);
+      // The control: with a 10,000-page window and no thread, nothing has been checkpointed.
+      assert.equal(inFile(without.dir), 0);
+    } finally {
+      await withThread.store.close();
+      await without.store.close();
+    }
+  });
+
+  test('once a pass has copied everything, the next commit writes the WAL from its start again', async () => {
+    const { dir, store } = await open({ checkpointMs: 10 });
+    try {
+      const batch = 60;
+      let first = 0;
+      for (let b = 0; b < 8; b++) {
+        await reserveMany(store, b * batch, batch);
+        if (b === 0) first = walPages(dir);
+        await until(`batch ${b} is in the file`, () => inFile(dir) === (b + 1) * batch);
+      }
+      // Each batch appends about as many pages as the first. Written from its start after each
+      // catch-up, the WAL holds about one batch's worth (its file keeps its largest size);
+      // appended to throughout, it would hold eight.
+      const pages = walPages(dir);
+      assert.ok(pages < 2 * first, `the WAL holds ${pages} pages, a batch ${first}`);
+    } finally {
+      await store.close();
+    }
+  });
+
+  test("close stops the thread's connection first, so the last one checkpoints and removes the WAL", async () => {
+    const { dir, store } = await open({ checkpointMs: 10 });
+    await reserveMany(store, 0, 50);
+    assert.ok(existsSync(join(dir, 'cycles.db-wal')));
+    await store.close();
+    assert.equal(existsSync(join(dir, 'cycles.db-wal')), false);
+    assert.equal(inFile(dir), 50);
+  });
+
+  test("if the thread stops, commit groups checkpoint for themselves again at SQLite's window", async () => {
+    const { store } = await open({ checkpointMs: 10 });
+    try {
+      assert.equal(await store.pragma('wal_autocheckpoint'), 10_000);
+      const exited = new Promise((r) => store.checkpointer!.thread.once('exit', r));
+      await store.checkpointer!.thread.terminate();
+      await exited;
+      await until('the window is back to 1,000', () => store.checkpointer !== undefined && windowOf(store) === 1_000);
+      await reserveMany(store, 0, 5);
     } finally {
       await store.close();
     }

@@ -35,7 +35,13 @@ describe('resolution', () => {
       assert.equal(r.config.host, DEFAULTS.host);
       assert.equal(resolveConfig({ CYCLES_SQLITE_CACHE_MB: '256' }).config.sqliteCacheMb, 256);
       assert.equal(DEFAULTS.sqliteCacheMb, 8);
-      assert.equal(DEFAULTS.sqliteCheckpointPages, 1_000);
+      // Unset: the store picks SQLite's 1,000 pages, or 10,000 behind the checkpointer thread.
+      assert.equal(DEFAULTS.sqliteCheckpointPages, undefined);
+      assert.equal(DEFAULTS.sqliteCheckpointMs, 50);
+      assert.equal(resolveConfig({ CYCLES_SQLITE_CHECKPOINT_MS: '0' }).config.sqliteCheckpointMs, 0);
+      assert.equal(resolveConfig({ CYCLES_SQLITE_CHECKPOINT_MS: '250' }).config.sqliteCheckpointMs, 250);
+      assert.throws(() => resolveConfig({ CYCLES_SQLITE_CHECKPOINT_MS: '-5' }), /CYCLES_SQLITE_CHECKPOINT_MS/);
+      assert.throws(() => resolveConfig({ CYCLES_SQLITE_CHECKPOINT_MS: '60001' }), /CYCLES_SQLITE_CHECKPOINT_MS/);
       assert.equal(resolveConfig({ CYCLES_SQLITE_CHECKPOINT_PAGES: '40000' }).config.sqliteCheckpointPages, 40_000);
       assert.throws(() => resolveConfig({ CYCLES_SQLITE_CHECKPOINT_PAGES: '10' }), /CYCLES_SQLITE_CHECKPOINT_PAGES/);
       assert.equal(DEFAULTS.sqliteThread, true);

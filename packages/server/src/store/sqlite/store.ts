@@ -33,6 +33,7 @@ import type { DeliveryOutcome, WebhookRecord } from '../../events/types.js';
 import { apiKeyFromRow, apiKeyToRow, budgetFromRow, budgetToRow, reservationFromRow, tenantFromRow, tenantToRow } from './rows.js';
 import { sqliteUnavailable } from './ops.js';
 import { DirectView, GroupView } from './view.js';
+import { startCheckpointer, type Checkpointer } from './checkpointer.js';
 import { SCHEMA, SCHEMA_VERSION, UPGRADES } from './schema.js';
 import { SqliteGovernance } from './governance.js';
 import { fundWithEvents } from './governance-fund.js';
@@ -44,13 +45,23 @@ export interface SqliteOptions {
   sync: 'normal' | 'full';
   /** Page cache in MiB (CYCLES_SQLITE_CACHE_MB); default 8. */
   cacheMb?: number;
-  /** WAL pages between automatic checkpoints (CYCLES_SQLITE_CHECKPOINT_PAGES); default 1,000. */
+  /**
+   * WAL pages at which a commit group checkpoints itself (CYCLES_SQLITE_CHECKPOINT_PAGES); by
+   * default SQLite's 1,000, or 10,000 as the backstop when the checkpointer thread is on.
+   */
   checkpointPages?: number;
+  /** Milliseconds between the checkpointer thread's passes (CYCLES_SQLITE_CHECKPOINT_MS); 0 or unset: no thread. */
+  checkpointMs?: number;
   /** Injected clock for tests; defaults to Date.now. */
   clock?: () => number;
   /** Told, after each group commits, which events its mutations wrote (never for rolled-back work). */
   onEventsCommitted?: (events: readonly EventRecord[]) => void;
 }
+
+/** SQLite's own checkpoint window, in WAL pages. */
+const SQLITE_WINDOW = 1_000;
+/** The committing connection's window when the checkpointer thread checkpoints for it. */
+const BACKSTOP_WINDOW = 10_000;
 
 type Row = Record<string, unknown>;
 
@@ -122,6 +133,8 @@ export class SqliteStore implements Store {
   written: EventRecord[] = [];
   private readonly runGroup: Database.Transaction<(batch: Pending[], results: Results) => void>;
   private readonly onEventsCommitted: SqliteOptions['onEventsCommitted'];
+  /** The checkpointer thread (CYCLES_SQLITE_CHECKPOINT_MS), if on. */
+  readonly checkpointer: Checkpointer | undefined;
 
   constructor(opts: SqliteOptions) {
     mkdirSync(opts.dataDir, { recursive: true });
@@ -137,9 +150,17 @@ export class SqliteStore implements Store {
     // group waits with it. SQLite's 1,000 pages keeps that pause short (tail latency); a larger
     // window copies a page that many groups rewrote once and fsyncs less often (throughput when
     // groups touch many pages, as over many tenants), at the price of longer, rarer pauses.
-    this.db.pragma(`wal_autocheckpoint = ${opts.checkpointPages ?? 1_000}`);
+    // With the checkpointer thread (checkpointer.ts) doing that work, the window is a backstop.
+    const checkpointMs = opts.checkpointMs ?? 0;
+    this.db.pragma(`wal_autocheckpoint = ${opts.checkpointPages ?? (checkpointMs > 0 ? BACKSTOP_WINDOW : SQLITE_WINDOW)}`);
     this.db.exec(SCHEMA);
     upgradeSchema(this.db);
+    if (checkpointMs > 0) {
+      this.checkpointer = startCheckpointer({ file: this.db.name, sync: opts.sync, intervalMs: checkpointMs }, () => {
+        // Commit groups checkpoint for themselves again, as without the thread.
+        if (!this.closed && opts.checkpointPages === undefined) this.db.pragma(`wal_autocheckpoint = ${SQLITE_WINDOW}`);
+      });
+    }
     this.clock = opts.clock ?? Date.now;
     this.onEventsCommitted = opts.onEventsCommitted;
     this.view = new GroupView(this);
@@ -304,6 +325,7 @@ export class SqliteStore implements Store {
     // Let queued mutations finish before closing the file.
     while (this.queue.length > 0 || this.scheduled) await new Promise((r) => setImmediate(r));
     this.closed = true;
+    await this.checkpointer?.stop();
     this.db.close();
   }
 

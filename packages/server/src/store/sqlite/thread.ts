@@ -13,7 +13,6 @@
  * the StoreOps gauges) is forwarded; the values are structured-cloned, the errors rebuilt with
  * their codes (wire.ts), so 503 mapping, readiness and idempotency behave exactly as in-process.
  */
-import { Worker } from 'node:worker_threads';
 import type { EventRecord } from '../../events/model.js';
 import type { StoreOps } from '../ops.js';
 import type { Store } from '../types.js';
@@ -21,28 +20,17 @@ import { CyclesError } from '../../ledger/errors.js';
 import { sqliteUnavailable } from './ops.js';
 import type { SqliteOptions } from './store.js';
 import { fromWire, type Call, type Reply } from './wire.js';
+import { startWorker } from './worker-start.js';
 
 export interface SqliteThreadOptions {
   dataDir: string;
   sync: SqliteOptions['sync'];
   cacheMb?: number | undefined;
   checkpointPages?: number | undefined;
+  checkpointMs?: number | undefined;
   onEventsCommitted?: ((events: readonly EventRecord[]) => void) | undefined;
   /** Told when the store thread stops unexpectedly (logged as an error; readiness goes DOWN). */
   onError?: ((message: string) => void) | undefined;
-}
-
-/**
- * The worker's entry: the compiled .js next to this file. Run from the TypeScript sources (the
- * tests, under tsx), the thread registers tsx's loader itself first: a worker does not inherit
- * the loader hooks of the thread that starts it.
- */
-function startWorker(workerData: unknown): Worker {
-  if (!import.meta.url.endsWith('.ts')) return new Worker(new URL('./thread-worker.js', import.meta.url), { workerData });
-  const api = import.meta.resolve('tsx/esm/api');
-  const entry = new URL('./thread-worker.ts', import.meta.url).href;
-  const boot = `import(${JSON.stringify(api)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(entry)}); });`;
-  return new Worker(boot, { eval: true, workerData });
 }
 
 interface Waiting {
@@ -53,7 +41,7 @@ interface Waiting {
 /** Starts the store thread; resolves once its store has opened the file (schema created or upgraded). */
 export async function openSqliteThread(opts: SqliteThreadOptions): Promise<{ store: Store; ops: StoreOps }> {
   // Events cross the threads only when someone listens for them, as the store keeps them only then.
-  const worker = startWorker({ dataDir: opts.dataDir, sync: opts.sync, cacheMb: opts.cacheMb, checkpointPages: opts.checkpointPages, reportEvents: opts.onEventsCommitted !== undefined });
+  const worker = startWorker('thread-worker', { dataDir: opts.dataDir, sync: opts.sync, cacheMb: opts.cacheMb, checkpointPages: opts.checkpointPages, checkpointMs: opts.checkpointMs, reportEvents: opts.onEventsCommitted !== undefined });
   const waiting = new Map<number, Waiting>();
   let nextId = 1;
   let queue: Call[] = [];

@@ -1,0 +1,60 @@
+/**
+ * Checkpoints off the committing thread (CYCLES_SQLITE_CHECKPOINT_MS, every 50 ms by default).
+ *
+ * In WAL mode a commit appends pages to the WAL without an fsync (synchronous=NORMAL); a
+ * checkpoint copies them back into the file and fsyncs both. Left to SQLite, the commit group
+ * that crosses the WAL's checkpoint window does that work itself, and every request waiting on
+ * the group waits for the fsyncs with it. Here a thread of its own runs PASSIVE checkpoints on a
+ * second connection: they copy whatever the WAL holds without taking the write lock, so commits
+ * go on meanwhile. Once a pass has copied everything, the next commit restarts the WAL from its
+ * start. The committing connection keeps a checkpoint window of its own, ten times larger by
+ * default, as the backstop for when the passes fall behind; if the thread stops, the store goes
+ * back to SQLite's own window.
+ */
+import type { Worker } from 'node:worker_threads';
+import { startWorker } from './worker-start.js';
+
+export interface CheckpointerData {
+  file: string;
+  sync: 'normal' | 'full';
+  intervalMs: number;
+}
+
+export interface Checkpointer {
+  /** The thread itself, for diagnostics and the tests (terminating it is how a failed one looks). */
+  readonly thread: Worker;
+  /** Closes the thread's connection (before the committing one closes, so the WAL can go). */
+  stop(): Promise<void>;
+}
+
+/** How long stop() waits for the thread to close its connection before terminating it. */
+const STOP_GRACE_MS = 5_000;
+
+/** Starts the thread; `onStopped` is told if it stops without being asked to (it failed). */
+export function startCheckpointer(data: CheckpointerData, onStopped: (reason: string) => void): Checkpointer {
+  const worker: Worker = startWorker('checkpointer-worker', data);
+  // The thread never keeps the process alive: an unclosed store must not hang an exit.
+  worker.unref();
+  let stopping = false;
+  const exited = new Promise<void>((resolve) => {
+    let reason = 'it stopped';
+    worker.on('error', (e) => {
+      reason = e.message;
+    });
+    worker.on('exit', (code) => {
+      if (!stopping) onStopped(`${reason} (exit code ${code})`);
+      resolve();
+    });
+  });
+  return {
+    thread: worker,
+    async stop() {
+      if (stopping) return exited;
+      stopping = true;
+      worker.postMessage('stop');
+      const timer = setTimeout(() => void worker.terminate(), STOP_GRACE_MS);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}
