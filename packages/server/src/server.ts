@@ -70,11 +70,11 @@ export interface OpenedStore {
  */
 export async function openStore(
   config: Config,
-  hooks: { onEventsCommitted?: (events: readonly import('./events/model.js').EventRecord[]) => void; onError?: (message: string) => void } = {},
+  hooks: { onEventsCommitted?: (events: readonly import('./events/model.js').EventRecord[]) => void; onError?: (message: string) => void; onWarning?: (message: string) => void } = {},
 ): Promise<OpenedStore> {
   switch (config.store) {
     case 'sqlite': {
-      const sqlite = { dataDir: config.dataDir, sync: config.sqliteSync, cacheMb: config.sqliteCacheMb, checkpointPages: config.sqliteCheckpointPages, checkpointMs: config.sqliteCheckpointMs, onEventsCommitted: hooks.onEventsCommitted };
+      const sqlite = { dataDir: config.dataDir, sync: config.sqliteSync, cacheMb: config.sqliteCacheMb, checkpointPages: config.sqliteCheckpointPages, checkpointMs: config.sqliteCheckpointMs, onEventsCommitted: hooks.onEventsCommitted, onWarning: hooks.onWarning };
       if (config.sqliteThread) return openSqliteThread({ ...sqlite, onError: hooks.onError });
       const { SqliteStore } = await import('./store/sqlite/store.js');
       const store = new SqliteStore(sqlite);
@@ -129,7 +129,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
   // The store starts opening first; the HTTP layer (Fastify, Ajv, the routes: most of the
   // modules a start loads) is loaded while it does. With the store thread, the SQLite
   // connection opens on the other core in the meantime, instead of after the imports.
-  const opening = openStore(config, { onEventsCommitted: countCommittedEvents(config.metricsTenantLabel), onError: (message) => logger?.error(message) });
+  const opening = openStore(config, { onEventsCommitted: countCommittedEvents(config.metricsTenantLabel), onError: (message) => logger?.error(message), onWarning: (message) => logger?.warn(message) });
   const http = import('./http/app.js');
   // Awaited only after the store opened; a store that fails to open must not leave it unhandled.
   http.catch(() => undefined);

@@ -37,12 +37,12 @@ export function startCheckpointer(data: CheckpointerData, onStopped: (reason: st
   worker.unref();
   let stopping = false;
   const exited = new Promise<void>((resolve) => {
-    let reason = 'it stopped';
+    let failure = '';
     worker.on('error', (e) => {
-      reason = e.message;
+      failure = `${e.message}, `;
     });
     worker.on('exit', (code) => {
-      if (!stopping) onStopped(`${reason} (exit code ${code})`);
+      if (!stopping) onStopped(`${failure}exit code ${code}`);
       resolve();
     });
   });

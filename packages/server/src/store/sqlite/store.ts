@@ -56,6 +56,8 @@ export interface SqliteOptions {
   clock?: () => number;
   /** Told, after each group commits, which events its mutations wrote (never for rolled-back work). */
   onEventsCommitted?: (events: readonly EventRecord[]) => void;
+  /** Told of a degradation the store recovers from by itself (logged as a warning). */
+  onWarning?: (message: string) => void;
 }
 
 /** SQLite's own checkpoint window, in WAL pages. */
@@ -156,9 +158,12 @@ export class SqliteStore implements Store {
     this.db.exec(SCHEMA);
     upgradeSchema(this.db);
     if (checkpointMs > 0) {
-      this.checkpointer = startCheckpointer({ file: this.db.name, sync: opts.sync, intervalMs: checkpointMs }, () => {
+      this.checkpointer = startCheckpointer({ file: this.db.name, sync: opts.sync, intervalMs: checkpointMs }, (reason) => {
+        if (this.closed) return;
         // Commit groups checkpoint for themselves again, as without the thread.
-        if (!this.closed && opts.checkpointPages === undefined) this.db.pragma(`wal_autocheckpoint = ${SQLITE_WINDOW}`);
+        if (opts.checkpointPages === undefined) this.db.pragma(`wal_autocheckpoint = ${SQLITE_WINDOW}`);
+        const window = opts.checkpointPages ?? SQLITE_WINDOW;
+        opts.onWarning?.(`The SQLite checkpoint thread stopped (${reason}); commit groups now checkpoint the WAL themselves, every ${window} pages`);
       });
     }
     this.clock = opts.clock ?? Date.now;

@@ -32,10 +32,11 @@ type Target = Record<string, (...args: unknown[]) => unknown>;
 const READS = /^(get|list|find|query)[A-Z]|^(overview|ping|snapshot|earliestDueAt|pragma)$/;
 
 try {
-  const { reportEvents, ...opts } = workerData as Omit<SqliteOptions, 'onEventsCommitted' | 'clock'> & { reportEvents: boolean };
+  const { reportEvents, ...opts } = workerData as Omit<SqliteOptions, 'onEventsCommitted' | 'onWarning' | 'clock'> & { reportEvents: boolean };
   const store = new SqliteStore({
     ...opts,
     onEventsCommitted: reportEvents ? (events) => send({ kind: 'events', events }) : undefined,
+    onWarning: (message) => send({ kind: 'warning', message }),
   });
   const ops = sqliteOps(store);
   const invoke = (call: Call): void => {

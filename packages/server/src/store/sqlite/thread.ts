@@ -31,6 +31,8 @@ export interface SqliteThreadOptions {
   onEventsCommitted?: ((events: readonly EventRecord[]) => void) | undefined;
   /** Told when the store thread stops unexpectedly (logged as an error; readiness goes DOWN). */
   onError?: ((message: string) => void) | undefined;
+  /** Told of a degradation the store recovers from by itself (SqliteOptions.onWarning). */
+  onWarning?: ((message: string) => void) | undefined;
 }
 
 interface Waiting {
@@ -77,6 +79,9 @@ export async function openSqliteThread(opts: SqliteThreadOptions): Promise<{ sto
             } catch {
               // An observer (metrics) must never fail a committed mutation.
             }
+            break;
+          case 'warning':
+            opts.onWarning?.(m.message);
             break;
           case 'ready':
             resolve();

@@ -26,7 +26,8 @@ export type Reply =
   | { kind: 'failed'; error: WireError }
   | { kind: 'result'; id: number; value: unknown }
   | { kind: 'error'; id: number; error: WireError }
-  | { kind: 'events'; events: readonly EventRecord[] };
+  | { kind: 'events'; events: readonly EventRecord[] }
+  | { kind: 'warning'; message: string };
 
 export function toWire(err: unknown): WireError {
   if (err instanceof CyclesError) return { cycles: true, code: err.code, message: err.message, details: err.details, status: err.status };
