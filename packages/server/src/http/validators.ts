@@ -73,7 +73,8 @@ export function validatorFactory(precompiled: Precompiled | undefined, stats?: V
     let compile: Compile | undefined;
     return (route) => {
       if (route.httpPart === 'headers') throw new Error(`header schemas are not supported (${route.method} ${route.url}); check headers in the handler`);
-      const found = precompiled?.[validatorKey(route)];
+      // No generated file (sources run directly): nothing to look up, so no schema to hash.
+      const found = precompiled ? precompiled[validatorKey(route)] : undefined;
       if (found) {
         if (stats) stats.precompiled++;
         return found;

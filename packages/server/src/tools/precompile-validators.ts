@@ -14,7 +14,7 @@ const dataDir = mkdtempSync(join(tmpdir(), 'cycles-precompile-'));
 const collected = new Map<string, string>();
 try {
   const server = await startServer({
-    env: { CYCLES_DATA_DIR: dataDir, PORT: '0', HOST: '127.0.0.1', CYCLES_SQLITE_THREAD: 'false', ADMIN_API_KEY: 'precompile-admin-key-0123456789' },
+    env: { CYCLES_DATA_DIR: dataDir, PORT: '0', HOST: '127.0.0.1', CYCLES_SQLITE_THREAD: 'false', CYCLES_SQLITE_CHECKPOINT_MS: '0', ADMIN_API_KEY: 'precompile-admin-key-0123456789' },
     logger: false,
     buildValidator: collectingValidatorFactory((key, code) => collected.set(key, code)),
   });

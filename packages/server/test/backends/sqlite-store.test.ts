@@ -185,15 +185,20 @@ describe('page cache', () => {
   });
 });
 
+/** The committing connection's checkpoint window, in WAL pages. */
+const windowOf = (store: SqliteStore): number => (store as unknown as { db: Database.Database }).db.pragma('wal_autocheckpoint', { simple: true }) as number;
+const windowThenClose = async (store: SqliteStore): Promise<number> => {
+  const v = windowOf(store);
+  await store.close();
+  return v;
+};
+/** Pages the WAL file holds (each frame: a 4 KiB page and its 24-byte header). */
+const walPages = (dir: string): number => statSync(join(dir, 'cycles.db-wal')).size / (4096 + 24);
+
 describe('checkpoint window', () => {
   test("SQLite's 1,000 WAL pages by default, CYCLES_SQLITE_CHECKPOINT_PAGES otherwise", async () => {
-    const pages = async (store: SqliteStore) => {
-      const v = await store.pragma('wal_autocheckpoint');
-      await store.close();
-      return v;
-    };
-    assert.equal(await pages(new SqliteStore({ dataDir: tempDir(), sync: 'normal' })), 1_000);
-    assert.equal(await pages(new SqliteStore({ dataDir: tempDir(), sync: 'normal', checkpointPages: 2_500 })), 2_500);
+    assert.equal(await windowThenClose(new SqliteStore({ dataDir: tempDir(), sync: 'normal' })), 1_000);
+    assert.equal(await windowThenClose(new SqliteStore({ dataDir: tempDir(), sync: 'normal', checkpointPages: 2_500 })), 2_500);
   });
 
   test('past the window, a commit group checkpoints and the WAL is written again from its start', async () => {
@@ -210,8 +215,8 @@ describe('checkpoint window', () => {
       }
       // Without checkpoints the WAL would hold every group's pages (over a thousand); with a
       // window of 100 pages it never holds much more than that plus one group.
-      const walPages = statSync(join(dir, 'cycles.db-wal')).size / (4096 + 24);
-      assert.ok(walPages <= 150, `the WAL holds ${walPages} pages`);
+      const pages = walPages(dir);
+      assert.ok(pages <= 150, `the WAL holds ${pages} pages`);
       const page = await store.listReservations({ tenantId: 't1', subject: {}, sortBy: 'created_at_ms', sortDir: 'desc', limit: 500 });
       assert.equal(page.rows.length, 300);
     } finally {
@@ -220,10 +225,7 @@ describe('checkpoint window', () => {
   });
 });
 
-const windowOf = (store: SqliteStore): number => (store as unknown as { db: Database.Database }).db.pragma('wal_autocheckpoint', { simple: true }) as number;
-
 describe('checkpointer thread', () => {
-  const walPages = (dir: string) => statSync(join(dir, 'cycles.db-wal')).size / (4096 + 24);
   /** Reservations in the database file alone, without its WAL: what checkpoints copied there (-1: torn copy). */
   const inFile = (dir: string): number => {
     const copy = join(tempDir(), 'copy.db');
@@ -269,14 +271,9 @@ describe('checkpointer thread', () => {
   };
 
   test('the committing connection keeps a 10,000-page backstop window while the thread runs; an explicit window wins', async () => {
-    const pages = async (store: SqliteStore) => {
-      const v = await store.pragma('wal_autocheckpoint');
-      await store.close();
-      return v;
-    };
-    assert.equal(await pages(new SqliteStore({ dataDir: tempDir(), sync: 'normal', checkpointMs: 50 })), 10_000);
-    assert.equal(await pages(new SqliteStore({ dataDir: tempDir(), sync: 'normal', checkpointMs: 50, checkpointPages: 3_000 })), 3_000);
-    assert.equal(await pages(new SqliteStore({ dataDir: tempDir(), sync: 'normal', checkpointMs: 0 })), 1_000);
+    assert.equal(await windowThenClose(new SqliteStore({ dataDir: tempDir(), sync: 'normal', checkpointMs: 50 })), 10_000);
+    assert.equal(await windowThenClose(new SqliteStore({ dataDir: tempDir(), sync: 'normal', checkpointMs: 50, checkpointPages: 3_000 })), 3_000);
+    assert.equal(await windowThenClose(new SqliteStore({ dataDir: tempDir(), sync: 'normal', checkpointMs: 0 })), 1_000);
   });
 
   test('the thread copies committed pages into the file, which the committing connection alone would not do yet', async () => {

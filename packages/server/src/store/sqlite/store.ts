@@ -154,16 +154,17 @@ export class SqliteStore implements Store {
     // groups touch many pages, as over many tenants), at the price of longer, rarer pauses.
     // With the checkpointer thread (checkpointer.ts) doing that work, the window is a backstop.
     const checkpointMs = opts.checkpointMs ?? 0;
-    this.db.pragma(`wal_autocheckpoint = ${opts.checkpointPages ?? (checkpointMs > 0 ? BACKSTOP_WINDOW : SQLITE_WINDOW)}`);
+    // The window commit groups use without the thread (and fall back to if it stops).
+    const ownWindow = opts.checkpointPages ?? SQLITE_WINDOW;
+    this.db.pragma(`wal_autocheckpoint = ${checkpointMs > 0 ? (opts.checkpointPages ?? BACKSTOP_WINDOW) : ownWindow}`);
     this.db.exec(SCHEMA);
     upgradeSchema(this.db);
     if (checkpointMs > 0) {
       this.checkpointer = startCheckpointer({ file: this.db.name, sync: opts.sync, intervalMs: checkpointMs }, (reason) => {
         if (this.closed) return;
         // Commit groups checkpoint for themselves again, as without the thread.
-        if (opts.checkpointPages === undefined) this.db.pragma(`wal_autocheckpoint = ${SQLITE_WINDOW}`);
-        const window = opts.checkpointPages ?? SQLITE_WINDOW;
-        opts.onWarning?.(`The SQLite checkpoint thread stopped (${reason}); commit groups now checkpoint the WAL themselves, every ${window} pages`);
+        this.db.pragma(`wal_autocheckpoint = ${ownWindow}`);
+        opts.onWarning?.(`The SQLite checkpoint thread stopped (${reason}); commit groups now checkpoint the WAL themselves, every ${ownWindow} pages`);
       });
     }
     this.clock = opts.clock ?? Date.now;
