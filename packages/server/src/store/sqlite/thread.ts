@@ -20,6 +20,7 @@ import { CyclesError } from '../../ledger/errors.js';
 import { sqliteUnavailable } from './ops.js';
 import type { SqliteOptions } from './store.js';
 import { fromWire, type Call, type Reply } from './wire.js';
+import { PendingCalls } from './pending-calls.js';
 import { startWorker } from './worker-start.js';
 
 export interface SqliteThreadOptions {
@@ -44,7 +45,7 @@ interface Waiting {
 export async function openSqliteThread(opts: SqliteThreadOptions): Promise<{ store: Store; ops: StoreOps }> {
   // Events cross the threads only when someone listens for them, as the store keeps them only then.
   const worker = startWorker('thread-worker', { dataDir: opts.dataDir, sync: opts.sync, cacheMb: opts.cacheMb, checkpointPages: opts.checkpointPages, checkpointMs: opts.checkpointMs, reportEvents: opts.onEventsCommitted !== undefined });
-  const waiting = new Map<number, Waiting>();
+  const waiting = new PendingCalls<Waiting>();
   let nextId = 1;
   let queue: Call[] = [];
   let scheduled = false;
@@ -53,8 +54,7 @@ export async function openSqliteThread(opts: SqliteThreadOptions): Promise<{ sto
 
   const failAll = (err: Error) => {
     gone = err;
-    for (const w of waiting.values()) w.reject(err);
-    waiting.clear();
+    for (const w of waiting.drain()) w.reject(err);
     worker.unref();
   };
 
@@ -64,9 +64,8 @@ export async function openSqliteThread(opts: SqliteThreadOptions): Promise<{ sto
         switch (m.kind) {
           case 'result':
           case 'error': {
-            const w = waiting.get(m.id);
+            const w = waiting.take(m.id);
             if (!w) break;
-            waiting.delete(m.id);
             // The thread keeps the process alive only while a call awaits it, as a socket would.
             if (waiting.size === 0) worker.unref();
             if (m.kind === 'result') w.resolve(m.value);
@@ -116,7 +115,7 @@ export async function openSqliteThread(opts: SqliteThreadOptions): Promise<{ sto
     return new Promise((resolve, reject) => {
       const id = nextId++;
       if (waiting.size === 0) worker.ref();
-      waiting.set(id, { resolve, reject });
+      waiting.add(id, { resolve, reject });
       queue.push(ops ? { id, method, args, ops } : { id, method, args });
       if (!scheduled) {
         scheduled = true;
