@@ -145,6 +145,11 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 type Outcome = { ok: true; value: OpResult } | { ok: false; error: unknown };
 
+/** An execution twins can join, while it runs. */
+interface InflightEntry {
+  running: Promise<OpResult> | undefined;
+}
+
 const twinKey = (endpoint: string, owner: string, key: string, hash: string): string => `${endpoint}\u0000${owner}\u0000${key}\u0000${hash}`;
 
 /** One open transaction: the client, the database time at its start, and query helpers. */
@@ -369,7 +374,7 @@ export class PostgresStore implements Store {
   /** Groups the runtime operations (group commit); see batch.ts. */
   private readonly batcher: Batcher;
   /** Keyed mutations in flight in this process, by (endpoint, owner, idempotency key, payload hash). */
-  private readonly inflight = new Map<string, Promise<OpResult>>();
+  private readonly inflight = new Map<string, InflightEntry>();
 
   /**
    * Connecting and migrating happen on first use (the first call waits for them); a failed
@@ -842,10 +847,19 @@ export class PostgresStore implements Store {
    */
   private coalesce(key: string | undefined, run: () => Promise<OpResult>): Promise<OpResult> {
     if (key === undefined) return run();
-    const running = this.inflight.get(key);
-    if (running) return running.then((r) => ({ ...r, replayed: true }));
-    const p = run().finally(() => this.inflight.delete(key));
-    this.inflight.set(key, p);
+    const twin = this.inflight.get(key)?.running;
+    if (twin) return twin.then((r) => ({ ...r, replayed: true }));
+    const entry: InflightEntry = { running: undefined };
+    // The entry lets go of the promise before the Map lets go of the entry: a Map's replaced
+    // tables still point at their entries, and an old-generation table (which a long-lived Map's
+    // replacements are) keeps whatever they point at alive to young collections until the next
+    // full one. An emptied entry is a few bytes; the promise reaches the whole request.
+    const p = run().finally(() => {
+      entry.running = undefined;
+      this.inflight.delete(key);
+    });
+    entry.running = p;
+    this.inflight.set(key, entry);
     return p;
   }
 
