@@ -298,6 +298,30 @@ if (!url) {
       assert.equal((await s.getBudget(`tenant:${t}`, 'TOKENS'))!.reserved, 60);
     });
 
+    test('every execution of a prepared statement is planned for its own arguments: no connection keeps a generic plan', async () => {
+      // A generic plan made while the tables are small keeps sequential scans as they grow.
+      const schema = freshSchema();
+      const s = await open(schema, { poolSize: 3 });
+      const t = 'plans';
+      await provision(s, t, [budget(t, '', 1_000_000), budget(t, 'workspace:w', 1_000_000)]);
+      for (let i = 0; i < 30; i++) await s.reserve(reserveCmd(t, { tenant: t, workspace: 'w' }, 1));
+      const pool = (s as unknown as { pool: pg.Pool }).pool;
+      // Every connection of the pool at once, so each one's prepared statements are seen.
+      const clients = await Promise.all(Array.from({ length: 3 }, () => pool.connect()));
+      const stats: Array<{ name: string; generic_plans: string; custom_plans: string }> = [];
+      try {
+        for (const c of clients) {
+          const r = await c.query("SELECT name, generic_plans, custom_plans FROM pg_prepared_statements WHERE name LIKE 'cycles_%'");
+          stats.push(...(r.rows as typeof stats));
+        }
+      } finally {
+        for (const c of clients) c.release();
+      }
+      const most = Math.max(...stats.map((r) => Number(r.custom_plans) + Number(r.generic_plans)));
+      assert.ok(most >= 10, `some statement ran at least 10 times on one connection (most: ${most})`);
+      assert.deepEqual(stats.filter((r) => Number(r.generic_plans) > 0), []);
+    });
+
     test('a tenant record whose status cannot be determined fails closed (500), reads still work', async () => {
       const schema = freshSchema();
       const s = await open(schema);

@@ -395,7 +395,18 @@ export class PostgresStore implements Store {
     if (opts.schema !== undefined && !SCHEMA_NAME.test(opts.schema)) {
       throw new Error(`PostgreSQL schema name "${opts.schema}" must match ${String(SCHEMA_NAME)}`);
     }
-    const settings = [`-c idle_in_transaction_session_timeout=${IDLE_IN_TRANSACTION_TIMEOUT_MS}`, `-c lock_timeout=${LOCK_TIMEOUT_MS}`];
+    // Every execution of a prepared statement is planned for its own arguments and the tables'
+    // current size. With PostgreSQL's default, a connection switches to a generic plan after five
+    // executions; one made while the tables are still small (a new database's first second) hash-
+    // joins a group's idempotency keys against a sequential scan of the table, and keeps doing so
+    // as the table grows until an ANALYZE replaces the plan: reserves/s then fall steadily (11,000
+    // → 3,400 per 5 s over 40 s, one tenant, autovacuum off). Planning each execution measured
+    // the same as good generic plans (docs/backends.md, "Operating it" under PostgreSQL).
+    const settings = [
+      `-c idle_in_transaction_session_timeout=${IDLE_IN_TRANSACTION_TIMEOUT_MS}`,
+      `-c lock_timeout=${LOCK_TIMEOUT_MS}`,
+      '-c plan_cache_mode=force_custom_plan',
+    ];
     if (opts.schema !== undefined) settings.push(`-c search_path=${opts.schema}`);
     const pool = new pg.Pool({
       connectionString: opts.url,
