@@ -42,6 +42,8 @@ export interface Config {
   redisClusterUrls: string[];
   /** Prefix of every Redis key, so several deployments can share one Redis. */
   redisPrefix: string;
+  /** No reply for this long with calls waiting: the Redis connection is closed and opened again (0: never). */
+  redisReplyTimeoutMs: number;
   adminApiKey: string | undefined;
   /** Optional pepper for API-key hashes; when unset one is generated and kept in the store. */
   keyPepper: string | undefined;
@@ -122,6 +124,7 @@ export const DEFAULTS: Config = {
   redisUrl: undefined,
   redisClusterUrls: [],
   redisPrefix: 'cycles:',
+  redisReplyTimeoutMs: 10_000,
   adminApiKey: undefined,
   keyPepper: undefined,
   logLevel: 'info',
@@ -302,6 +305,7 @@ export const SETTINGS: readonly Setting[] = [
   { env: 'REDIS_URL', key: 'redisUrl', parse: redisUrl, secret: true },
   { env: 'REDIS_CLUSTER_URLS', key: 'redisClusterUrls', parse: redisUrls, secret: true },
   { env: 'CYCLES_REDIS_PREFIX', key: 'redisPrefix', parse: redisPrefix },
+  { env: 'CYCLES_REDIS_REPLY_TIMEOUT_MS', key: 'redisReplyTimeoutMs', parse: int(0, 600_000) },
   { env: 'ADMIN_API_KEY', key: 'adminApiKey', parse: adminKey, secret: true },
   { env: 'CYCLES_KEY_PEPPER', key: 'keyPepper', parse: text, secret: true },
   { env: 'LOG_LEVEL', key: 'logLevel', parse: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']) },

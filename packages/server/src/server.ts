@@ -97,7 +97,14 @@ export async function openStore(
     case 'redis': {
       const [{ RedisStore }, { redisOps }] = await Promise.all([import('./store/redis/store.js'), import('./store/redis/ops.js')]);
       // Connects on first use (startServer's first call); every script is loaded then.
-      const store = new RedisStore({ url: config.redisUrl, clusterUrls: config.redisClusterUrls, prefix: config.redisPrefix, onEventsCommitted: hooks.onEventsCommitted });
+      const store = new RedisStore({
+        url: config.redisUrl,
+        clusterUrls: config.redisClusterUrls,
+        prefix: config.redisPrefix,
+        replyTimeoutMs: config.redisReplyTimeoutMs,
+        onEventsCommitted: hooks.onEventsCommitted,
+        onWarning: hooks.onWarning,
+      });
       return { store, ops: redisOps(store) };
     }
     default:

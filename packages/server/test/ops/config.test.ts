@@ -46,6 +46,11 @@ describe('resolution', () => {
       assert.throws(() => resolveConfig({ CYCLES_SQLITE_CHECKPOINT_PAGES: '10' }), /CYCLES_SQLITE_CHECKPOINT_PAGES/);
       assert.equal(DEFAULTS.sqliteThread, true);
       assert.equal(resolveConfig({ CYCLES_SQLITE_THREAD: 'false' }).config.sqliteThread, false);
+      assert.equal(DEFAULTS.redisReplyTimeoutMs, 10_000);
+      assert.equal(resolveConfig({ CYCLES_REDIS_REPLY_TIMEOUT_MS: '0' }).config.redisReplyTimeoutMs, 0);
+      assert.equal(resolveConfig({ CYCLES_REDIS_REPLY_TIMEOUT_MS: '2500' }).config.redisReplyTimeoutMs, 2500);
+      assert.throws(() => resolveConfig({ CYCLES_REDIS_REPLY_TIMEOUT_MS: '-1' }), /CYCLES_REDIS_REPLY_TIMEOUT_MS/);
+      assert.throws(() => resolveConfig({ CYCLES_REDIS_REPLY_TIMEOUT_MS: '600001' }), /CYCLES_REDIS_REPLY_TIMEOUT_MS/);
       assert.equal(r.sources.host, 'default');
     } finally {
       d.remove();

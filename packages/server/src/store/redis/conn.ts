@@ -13,6 +13,13 @@ export interface RedisTarget {
   url?: string | undefined;
   /** Seed nodes of a Redis Cluster; the topology is discovered from them. */
   clusterUrls?: readonly string[] | undefined;
+  /**
+   * When calls are waiting and no reply at all has come for this long, the connection is closed
+   * (those calls fail: 503) and opened again (CYCLES_REDIS_REPLY_TIMEOUT_MS). 0 never does.
+   */
+  replyTimeoutMs?: number | undefined;
+  /** Told when a stalled connection is closed and opened again. */
+  onWarning?: ((message: string) => void) | undefined;
 }
 
 export class LuaScript {
@@ -68,7 +75,17 @@ function unavailable(err: unknown): CyclesError {
 }
 
 /** Errors that mean "Redis cannot be reached" rather than "Redis refused this command". */
-const CONNECTION_ERRORS = ['ClientClosedError', 'ClientOfflineError', 'ConnectionTimeoutError', 'SocketClosedUnexpectedlyError', 'ReconnectStrategyError', 'AbortError', 'TimeoutError'];
+const CONNECTION_ERRORS = [
+  'ClientClosedError',
+  'ClientOfflineError',
+  'ConnectionTimeoutError',
+  'SocketClosedUnexpectedlyError',
+  'ReconnectStrategyError',
+  'AbortError',
+  'TimeoutError',
+  // What calls waiting on a connection that StallWatch closed fail with.
+  'DisconnectsClientError',
+];
 
 function isConnectionError(err: unknown): boolean {
   const e = err as { name?: string; message?: string; code?: string; constructor?: { name?: string } };
@@ -80,12 +97,67 @@ function isConnectionError(err: unknown): boolean {
   return /^(CLUSTERDOWN|LOADING|MASTERDOWN|TRYAGAIN|OOM|READONLY|NOREPLICAS|BUSY)/.test(e.message ?? '') || /client is (offline|closed)|socket closed|connection timeout/i.test(e.message ?? '');
 }
 
+/**
+ * The reply deadline. node-redis waits for a reply as long as the socket stays open, and a Redis
+ * that stops answering without closing it (a paused process, a network path that drops packets)
+ * left every call waiting until the request timeout, with more piling up behind. A per-command
+ * timer would cost about 14 µs per command (see NO_QUEUE_TIMER); instead the calls count
+ * themselves in and out, and a timer a few times per deadline checks that some reply came while
+ * any call was waiting. Replies come in order on a connection, so a deadline passed with calls
+ * waiting and none answered means the connection is stalled, not that one call is slow.
+ */
+class StallWatch {
+  waiting = 0;
+  private answered = 0;
+  private silentMs = 0;
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(deadlineMs: number, onStall: () => void) {
+    const tick = Math.min(1000, Math.max(25, Math.floor(deadlineMs / 4)));
+    this.timer = setInterval(() => {
+      this.silentMs = this.waiting > 0 && this.answered === 0 ? this.silentMs + tick : 0;
+      this.answered = 0;
+      if (this.silentMs >= deadlineMs) {
+        this.silentMs = 0;
+        onStall();
+      }
+    }, tick);
+    this.timer.unref();
+  }
+
+  settled(): void {
+    this.waiting--;
+    this.answered++;
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+}
+
 export class RedisConn {
+  private readonly watch: StallWatch | undefined;
+
   private constructor(
     private readonly client: RedisClientType | undefined,
     private readonly cluster: RedisClusterType | undefined,
     readonly description: string,
-  ) {}
+    target: RedisTarget,
+  ) {
+    const deadline = target.replyTimeoutMs ?? 0;
+    if (deadline > 0) this.watch = new StallWatch(deadline, () => this.reopen(deadline, target.onWarning));
+  }
+
+  /** Closes a stalled connection, failing the calls waiting on it, and connects again. */
+  private reopen(deadlineMs: number, onWarning: RedisTarget['onWarning']): void {
+    onWarning?.(
+      `No reply from Redis (${this.description}) for ${deadlineMs} ms with ${this.watch?.waiting ?? 0} calls waiting: the connection is closed (those calls answer 503) and opened again`,
+    );
+    const c = this.cluster ?? this.client!;
+    c.destroy();
+    // While it connects, calls are refused at once (no offline queue): 503, not another wait.
+    c.connect().catch(() => undefined);
+  }
 
   static async open(target: RedisTarget): Promise<RedisConn> {
     const onError = () => {
@@ -100,13 +172,13 @@ export class RedisConn {
         }) as unknown as RedisClusterType;
         cluster.on('error', onError);
         await within(cluster.connect(), () => cluster.destroy());
-        return new RedisConn(undefined, cluster, `cluster ${target.clusterUrls.map(masked).join(',')}`);
+        return new RedisConn(undefined, cluster, `cluster ${target.clusterUrls.map(masked).join(',')}`, target);
       }
       const url = target.url ?? 'redis://127.0.0.1:6379';
       const client = createClient({ url, socket: { connectTimeout: CONNECT_TIMEOUT_MS }, disableOfflineQueue: true, commandOptions: NO_QUEUE_TIMER }) as unknown as RedisClientType;
       client.on('error', onError);
       await within(client.connect(), () => client.destroy());
-      return new RedisConn(client, undefined, masked(url));
+      return new RedisConn(client, undefined, masked(url), target);
     } catch (e) {
       throw unavailable(e);
     }
@@ -118,11 +190,14 @@ export class RedisConn {
 
   /** Sends one command, routed (on a cluster) by `key`; undefined goes to any node. */
   async call<T extends Reply = Reply>(key: string | undefined, args: readonly string[], readonly = false): Promise<T> {
+    if (this.watch) this.watch.waiting++;
     try {
       if (this.cluster) return (await this.cluster.sendCommand(key, readonly, args as string[])) as T;
       return (await this.client!.sendCommand(args as string[])) as T;
     } catch (e) {
       throw isConnectionError(e) ? unavailable(e) : e;
+    } finally {
+      this.watch?.settled();
     }
   }
 
@@ -174,6 +249,7 @@ export class RedisConn {
 
   /** PING every primary (readiness means every shard answers). */
   async ping(): Promise<void> {
+    if (this.watch) this.watch.waiting++;
     try {
       if (this.cluster) {
         const masters = this.cluster.masters;
@@ -184,10 +260,13 @@ export class RedisConn {
       }
     } catch (e) {
       throw unavailable(e);
+    } finally {
+      this.watch?.settled();
     }
   }
 
   async close(): Promise<void> {
+    this.watch?.stop();
     try {
       if (this.cluster) await this.cluster.close();
       else await this.client!.close();
