@@ -42,7 +42,7 @@ export interface Config {
   redisClusterUrls: string[];
   /** Prefix of every Redis key, so several deployments can share one Redis. */
   redisPrefix: string;
-  /** No reply for this long with calls waiting: the Redis connection is closed and opened again (0: never). */
+  /** A Redis command waiting this long for its reply: the connection is closed and opened again (0: never). */
   redisReplyTimeoutMs: number;
   adminApiKey: string | undefined;
   /** Optional pepper for API-key hashes; when unset one is generated and kept in the store. */

@@ -14,8 +14,8 @@ export interface RedisTarget {
   /** Seed nodes of a Redis Cluster; the topology is discovered from them. */
   clusterUrls?: readonly string[] | undefined;
   /**
-   * When calls are waiting and no reply at all has come for this long, the connection is closed
-   * (those calls fail: 503) and opened again (CYCLES_REDIS_REPLY_TIMEOUT_MS). 0 never does.
+   * When a call has waited this long for its reply, the connection is closed (the calls waiting
+   * on it fail: 503) and opened again (CYCLES_REDIS_REPLY_TIMEOUT_MS). 0 never does.
    */
   replyTimeoutMs?: number | undefined;
   /** Told when a stalled connection is closed and opened again. */
@@ -100,34 +100,58 @@ function isConnectionError(err: unknown): boolean {
 /**
  * The reply deadline. node-redis waits for a reply as long as the socket stays open, and a Redis
  * that stops answering without closing it (a paused process, a network path that drops packets)
- * left every call waiting until the request timeout, with more piling up behind. A per-command
- * timer would cost about 14 µs per command (see NO_QUEUE_TIMER); instead the calls count
- * themselves in and out, and a timer a few times per deadline checks that some reply came while
- * any call was waiting. Replies come in order on a connection, so a deadline passed with calls
- * waiting and none answered means the connection is stalled, not that one call is slow.
+ * left every call waiting until the request timeout, with more piling up behind. A timer per
+ * command would cost about 14 µs each (see NO_QUEUE_TIMER); instead each call links itself into a
+ * list while it waits, oldest first, and one timer a few times per deadline looks at the oldest.
+ * Replies come in order on a connection, so a call waiting past the deadline means its
+ * connection stalled; on a Cluster that may be one primary of several, which a count of replies
+ * across all of them would not see.
  */
+interface Waiter {
+  since: number;
+  prev: Waiter | null;
+  next: Waiter | null;
+}
+
 class StallWatch {
   waiting = 0;
-  private answered = 0;
-  private silentMs = 0;
+  private head: Waiter | null = null;
+  private tail: Waiter | null = null;
+  /** Calls that began before the last stall are being failed by it; they do not count again. */
+  private lastStall = -Infinity;
   private readonly timer: NodeJS.Timeout;
 
   constructor(deadlineMs: number, onStall: () => void) {
     const tick = Math.min(1000, Math.max(25, Math.floor(deadlineMs / 4)));
     this.timer = setInterval(() => {
-      this.silentMs = this.waiting > 0 && this.answered === 0 ? this.silentMs + tick : 0;
-      this.answered = 0;
-      if (this.silentMs >= deadlineMs) {
-        this.silentMs = 0;
+      const now = performance.now();
+      let oldest = this.head;
+      while (oldest && oldest.since <= this.lastStall) oldest = oldest.next;
+      if (oldest && now - oldest.since >= deadlineMs) {
+        this.lastStall = now;
         onStall();
       }
     }, tick);
     this.timer.unref();
   }
 
-  settled(): void {
+  enter(): Waiter {
+    const w: Waiter = { since: performance.now(), prev: this.tail, next: null };
+    if (this.tail) this.tail.next = w;
+    else this.head = w;
+    this.tail = w;
+    this.waiting++;
+    return w;
+  }
+
+  leave(w: Waiter): void {
+    if (w.prev) w.prev.next = w.next;
+    else this.head = w.next;
+    if (w.next) w.next.prev = w.prev;
+    else this.tail = w.prev;
+    // A finished call points at nothing (see http/timeout.ts: nothing dead keeps the living young).
+    w.prev = w.next = null;
     this.waiting--;
-    this.answered++;
   }
 
   stop(): void {
@@ -151,7 +175,7 @@ export class RedisConn {
   /** Closes a stalled connection, failing the calls waiting on it, and connects again. */
   private reopen(deadlineMs: number, onWarning: RedisTarget['onWarning']): void {
     onWarning?.(
-      `No reply from Redis (${this.description}) for ${deadlineMs} ms with ${this.watch?.waiting ?? 0} calls waiting: the connection is closed (those calls answer 503) and opened again`,
+      `A call to Redis (${this.description}) has waited ${deadlineMs} ms for its reply, with ${this.watch?.waiting ?? 0} calls waiting: the connection is closed (those calls answer 503) and opened again`,
     );
     const c = this.cluster ?? this.client!;
     c.destroy();
@@ -190,14 +214,14 @@ export class RedisConn {
 
   /** Sends one command, routed (on a cluster) by `key`; undefined goes to any node. */
   async call<T extends Reply = Reply>(key: string | undefined, args: readonly string[], readonly = false): Promise<T> {
-    if (this.watch) this.watch.waiting++;
+    const waiter = this.watch?.enter();
     try {
       if (this.cluster) return (await this.cluster.sendCommand(key, readonly, args as string[])) as T;
       return (await this.client!.sendCommand(args as string[])) as T;
     } catch (e) {
       throw isConnectionError(e) ? unavailable(e) : e;
     } finally {
-      this.watch?.settled();
+      if (waiter) this.watch!.leave(waiter);
     }
   }
 
@@ -249,7 +273,7 @@ export class RedisConn {
 
   /** PING every primary (readiness means every shard answers). */
   async ping(): Promise<void> {
-    if (this.watch) this.watch.waiting++;
+    const waiter = this.watch?.enter();
     try {
       if (this.cluster) {
         const masters = this.cluster.masters;
@@ -261,7 +285,7 @@ export class RedisConn {
     } catch (e) {
       throw unavailable(e);
     } finally {
-      this.watch?.settled();
+      if (waiter) this.watch!.leave(waiter);
     }
   }
 
