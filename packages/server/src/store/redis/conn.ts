@@ -7,6 +7,7 @@
 import { createHash } from 'node:crypto';
 import { createClient, createCluster, type RedisClientType, type RedisClusterType } from '@redis/client';
 import { CyclesError } from '../../ledger/errors.js';
+import { LinkedList, type Linked } from '../../linked-list.js';
 
 export interface RedisTarget {
   /** redis://[user:password@]host:port[/db] of a single server. */
@@ -107,16 +108,12 @@ function isConnectionError(err: unknown): boolean {
  * connection stalled; on a Cluster that may be one primary of several, which a count of replies
  * across all of them would not see.
  */
-interface Waiter {
+interface Waiter extends Linked<Waiter> {
   since: number;
-  prev: Waiter | null;
-  next: Waiter | null;
 }
 
 class StallWatch {
-  waiting = 0;
-  private head: Waiter | null = null;
-  private tail: Waiter | null = null;
+  private readonly waiters = new LinkedList<Waiter>();
   /** Calls that began before the last stall are being failed by it; they do not count again. */
   private lastStall = -Infinity;
   private readonly timer: NodeJS.Timeout;
@@ -125,7 +122,7 @@ class StallWatch {
     const tick = Math.min(1000, Math.max(25, Math.floor(deadlineMs / 4)));
     this.timer = setInterval(() => {
       const now = performance.now();
-      let oldest = this.head;
+      let oldest = this.waiters.head;
       while (oldest && oldest.since <= this.lastStall) oldest = oldest.next;
       if (oldest && now - oldest.since >= deadlineMs) {
         this.lastStall = now;
@@ -135,23 +132,16 @@ class StallWatch {
     this.timer.unref();
   }
 
+  get waiting(): number {
+    return this.waiters.size;
+  }
+
   enter(): Waiter {
-    const w: Waiter = { since: performance.now(), prev: this.tail, next: null };
-    if (this.tail) this.tail.next = w;
-    else this.head = w;
-    this.tail = w;
-    this.waiting++;
-    return w;
+    return this.waiters.push({ since: performance.now(), prev: null, next: null });
   }
 
   leave(w: Waiter): void {
-    if (w.prev) w.prev.next = w.next;
-    else this.head = w.next;
-    if (w.next) w.next.prev = w.prev;
-    else this.tail = w.prev;
-    // A finished call points at nothing (see http/timeout.ts: nothing dead keeps the living young).
-    w.prev = w.next = null;
-    this.waiting--;
+    this.waiters.remove(w);
   }
 
   stop(): void {

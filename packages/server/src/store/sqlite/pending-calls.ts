@@ -1,12 +1,9 @@
 /**
  * The calls awaiting the store thread's reply, by call id (ids count up from 1).
  *
- * Why not a Map: a Map with an insert and a delete per call replaces its table every few dozen
- * calls, and once the Map lives in the old generation V8 allocates each replacement there too.
- * Each replaced table still points at the calls pending when it was replaced, and so at their
- * requests; being in the old generation it counts as alive to every young-generation collection
- * until the next full one, so those requests' whole object graphs were copied and promoted (see
- * http/timeout.ts, which had the same pattern). Here a call's slot is emptied when it is settled.
+ * Why not a Map: with an insert and a delete per call, its replaced hash tables kept the calls
+ * pending at each replacement, and so their requests, alive to young-generation collections
+ * (src/linked-list.ts says how). Here a call's slot is emptied when it is settled.
  *
  * Calls sit in a ring indexed by id. A call still pending when its slot comes round again (one
  * that outlasted `capacity` later calls: a long export, say) moves to a Map of stragglers, which
