@@ -401,7 +401,7 @@ export class PostgresStore implements Store {
     // joins a group's idempotency keys against a sequential scan of the table, and keeps doing so
     // as the table grows until an ANALYZE replaces the plan: reserves/s then fall steadily (11,000
     // → 3,400 per 5 s over 40 s, one tenant, autovacuum off). Planning each execution measured
-    // the same as good generic plans with one tenant, 5-9% slower over 100 (docs/backends.md,
+    // the same as good generic plans with one tenant, 4-9% slower over 100 (docs/backends.md,
     // "Operating it" under PostgreSQL).
     const settings = [
       `-c idle_in_transaction_session_timeout=${IDLE_IN_TRANSACTION_TIMEOUT_MS}`,
