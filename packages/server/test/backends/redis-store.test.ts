@@ -55,6 +55,30 @@ if (!process.env[URL_VAR]) {
       await redis?.cleanup();
     });
 
+    test("the scripts' JSON strings and balances equal JSON.stringify's, with and without characters to escape", async () => {
+      const { LIB } = await import('../../src/store/redis/lua/lib.js');
+      const c = createClient({ url: process.env[URL_VAR] });
+      await c.connect();
+      try {
+        const strings = ['TOKENS', 'tenant:a/workspace:b', '', 'quote " and \\ backslash', 'tab\tnewline\nnul\u0000bell\u0007', 'unicode é ✓ \u007f'];
+        for (const s of strings) {
+          const [str, bal] = (await c.eval(
+            `${LIB}
+            local b = { scope = ARGV[1], unit = ARGV[1], allocated = 10, reserved = 3, spent = 2, debt = 1, limit = 5, over = true }
+            return { jstr(ARGV[1]), balances_json({ b }) }`,
+            { arguments: [s] },
+          )) as [string, string];
+          assert.equal(str, JSON.stringify(s), `jstr of ${JSON.stringify(s)}`);
+          const amount = (x: number) => ({ unit: s, amount: x });
+          assert.deepEqual(JSON.parse(bal), [
+            { scope: s, scope_path: s, remaining: amount(4), reserved: amount(3), spent: amount(2), allocated: amount(10), debt: amount(1), overdraft_limit: amount(5), is_over_limit: true },
+          ]);
+        }
+      } finally {
+        await c.close();
+      }
+    });
+
     test('amounts up to 2^53-1 are exact, and range refusals match SQLite', async () => {
       const run = async (c: Client): Promise<Array<{ status: number; body: Json }>> => {
         const t = 'exact-t';

@@ -23,8 +23,11 @@ local function pad16(x) return string.format('%016d', x) end
 local SEP = '\0'
 
 local ESC = { ['"'] = '\\"', ['\\'] = '\\\\', ['\b'] = '\\b', ['\f'] = '\\f', ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t' }
+local NEEDS_ESCAPE = '[%z\1-\31"\\]'
 local function jstr(s)
-  local out = string.gsub(s, '[%z\1-\31"\\]', function(c) return ESC[c] or string.format('\\u%04x', string.byte(c)) end)
+  -- Most strings (units, scopes, ids) need no escaping: find is cheaper than a gsub that copies.
+  if not string.find(s, NEEDS_ESCAPE) then return '"' .. s .. '"' end
+  local out = string.gsub(s, NEEDS_ESCAPE, function(c) return ESC[c] or string.format('\\u%04x', string.byte(c)) end)
   return '"' .. out .. '"'
 end
 local function jarr(list)
@@ -150,10 +153,11 @@ local function write_budget(b, now)
 end
 
 local function balance_json(b)
-  local u = b.unit
-  return '{"scope":' .. jstr(b.scope) .. ',"scope_path":' .. jstr(b.scope) .. ',"remaining":' .. amt(u, remaining(b)) ..
-    ',"reserved":' .. amt(u, b.reserved) .. ',"spent":' .. amt(u, b.spent) .. ',"allocated":' .. amt(u, b.allocated) ..
-    ',"debt":' .. amt(u, b.debt) .. ',"overdraft_limit":' .. amt(u, b.limit) .. ',"is_over_limit":' .. (b.over and 'true' or 'false') .. '}'
+  -- One string per operand of a single concatenation: each amount shares the unit's prefix.
+  local u, s = '{"unit":' .. jstr(b.unit) .. ',"amount":', jstr(b.scope)
+  return '{"scope":' .. s .. ',"scope_path":' .. s .. ',"remaining":' .. u .. int(remaining(b)) ..
+    '},"reserved":' .. u .. int(b.reserved) .. '},"spent":' .. u .. int(b.spent) .. '},"allocated":' .. u .. int(b.allocated) ..
+    '},"debt":' .. u .. int(b.debt) .. '},"overdraft_limit":' .. u .. int(b.limit) .. '},"is_over_limit":' .. (b.over and 'true' or 'false') .. '}'
 end
 
 local function balances_json(list)
