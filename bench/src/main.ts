@@ -5,10 +5,11 @@
  *   npm run bench                      full matrix (about 5 minutes per available backend)
  *   npm run bench -- --quick           about a minute: the target cells at 50 connections, depth 3
  *   npm run bench -- --profile         CPU profile of the server under a reserve load, summarised
+ *   npm run bench -- --gc              the server's garbage collection per thread under the same load
  *
  * Options: --backends sqlite,sqlite-full  --ops reserve,lifecycle  --connections 50,200
  *          --duration <s>  --warmup <s>  --server <path to dist/cli/main.js>  --out <dir>
- *          --profile-op <op>  --profile-tenants <1|100>  --label <text, kept in the JSON>  --strict (exit 1 when a target fails)
+ *          --profile-op <op>  --profile-tenants <1|100> (also for --gc)  --label <text, kept in the JSON>  --strict (exit 1 when a target fails)
  *          --wait-quiet <pct>  before each cell, wait until the rest of the machine uses less
  *                              than <pct>% of one core (at most --wait-max seconds, default 120)
  *          --nice=<n>          run the harness, server and ceiling at this scheduling priority
@@ -23,6 +24,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { BACKENDS, FULL_TIMING, fullMatrix, LIST_SORTS, OP_METHOD, OPS, QUICK_TIMING, type Backend, type Cell, type CellShape, type Op } from './plan.js';
 import { killAll, setNiceness, startCeiling, StartError, waitForQuietMachine } from './processes.js';
+import { formatGcSummary, summarizeGcTrace } from './gc-summary.js';
 import { formatSummary, summarizeProfile, type CpuProfile } from './profile-summary.js';
 import { applyCeilings, ceilingTable, evaluateTargets, resultsTable, targetsTable, type SkippedBackend } from './report.js';
 import { failedResult, runCeilingCell, runCell, runListGroup, type CeilingResult, type CellResult, type RunContext } from './runner.js';
@@ -37,6 +39,7 @@ const { values: args } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
     profile: { type: 'boolean', default: false },
+    gc: { type: 'boolean', default: false },
     'profile-op': { type: 'string', default: 'reserve' },
     'profile-tenants': { type: 'string', default: '1' },
     backends: { type: 'string' },
@@ -287,16 +290,38 @@ async function runBenchmarks(ctx: RunContext, outDir: string): Promise<number> {
   return correctness > 0 || (args.strict && failedTargets > 0) ? 1 : 0;
 }
 
-/** Runs one cell with the server under --cpu-prof and prints where its time goes. */
-async function runProfile(ctx: RunContext, outDir: string): Promise<number> {
+/** The one cell --profile and --gc run: --profile-op, --profile-tenants, the first backend and connection count. */
+function diagnosticCell(): Cell {
   const op = args['profile-op'] as Op;
   if (!(OPS as readonly string[]).includes(op) || op === 'list') throw new Error(`--profile-op must be one of ${OPS.filter((o) => o !== 'list').join(', ')}`);
-  const backend = selectedBackends()[0]!;
-  const dir = mkdtempSync(join(tmpdir(), 'cycles-prof-'));
-  const connections = Number(list(args.connections)?.[0] ?? 50);
   const tenants = Number(args['profile-tenants']);
   if (tenants !== 1 && tenants !== 100) throw new Error('--profile-tenants must be 1 or 100');
-  const cell: Cell = { backend, op, connections, depth: 3, tenants };
+  return { backend: selectedBackends()[0]!, op, connections: Number(list(args.connections)?.[0] ?? 50), depth: 3, tenants };
+}
+
+/** Runs one cell with the server under --trace-gc-nvp and prints its garbage collection per thread. */
+async function runGc(ctx: RunContext, outDir: string): Promise<number> {
+  const cell = diagnosticCell();
+  log(`tracing the garbage collection of ${cellName(cell)} with node --trace-gc-nvp`);
+  let output = '';
+  const r = await runCell({ ...ctx, nodeArgs: ['--trace-gc-nvp'], onServerOutput: (chunk) => (output += chunk) }, cell, 0);
+  log(`  ${progress(r)} (traced)`);
+  const rows = summarizeGcTrace(output);
+  if (rows.length === 0) throw new Error('the server wrote no GC trace');
+  mkdirSync(outDir, { recursive: true });
+  const dest = join(outDir, `${new Date().toISOString().replace(/[:.]/g, '-')}-${cell.backend.name}-${cell.op}.gc.json`);
+  writeFileSync(dest, JSON.stringify({ cell: cellName(cell), result: r, threads: rows }, null, 2) + '\n');
+  process.stdout.write(
+    `## Garbage collection: ${cellName(cell)}\n\nThe whole cell (provisioning, warm-up and the measured run); ${r.opsPerS.toLocaleString('en-US')} ops/s measured.\n\n${formatGcSummary(rows)}\n\nJSON: ${dest}\n`,
+  );
+  return 0;
+}
+
+/** Runs one cell with the server under --cpu-prof and prints where its time goes. */
+async function runProfile(ctx: RunContext, outDir: string): Promise<number> {
+  const cell = diagnosticCell();
+  const { backend, op } = cell;
+  const dir = mkdtempSync(join(tmpdir(), 'cycles-prof-'));
   log(`profiling ${cellName(cell)} with node --cpu-prof`);
   const r = await runCell({ ...ctx, nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${dir}`] }, cell, 0);
   log(`  ${progress(r)} (under the profiler)`);
@@ -338,7 +363,9 @@ async function main(): Promise<number> {
     timing,
   };
   const outDir = resolve(args.out ?? join(repoRoot, 'bench/results'));
-  return args.profile ? runProfile(ctx, outDir) : runBenchmarks(ctx, outDir);
+  if (args.profile) return runProfile(ctx, outDir);
+  if (args.gc) return runGc(ctx, outDir);
+  return runBenchmarks(ctx, outDir);
 }
 
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {

@@ -66,6 +66,7 @@ interface SpawnSpec {
   env: Record<string, string | undefined>;
   port: number;
   cleanup?: () => Promise<void>;
+  onOutput?: (chunk: string) => void;
 }
 
 async function spawnAndWait(spec: SpawnSpec): Promise<Started> {
@@ -75,6 +76,7 @@ async function spawnAndWait(spec: SpawnSpec): Promise<Started> {
   let output = '';
   const keep = (chunk: Buffer) => {
     if (output.length < 8192) output += chunk.toString();
+    spec.onOutput?.(chunk.toString());
   };
   child.stdout!.on('data', keep);
   child.stderr!.on('data', keep);
@@ -131,6 +133,8 @@ export interface ServerSpec {
   env: Record<string, string>;
   /** Extra node flags, e.g. --cpu-prof. */
   nodeArgs?: string[];
+  /** Sees everything the server writes to stdout and stderr (--gc reads V8's GC trace from it). */
+  onOutput?: (chunk: string) => void;
 }
 
 /**
@@ -149,6 +153,7 @@ export async function startServer(spec: ServerSpec): Promise<Started> {
     env: { ...process.env, LOG_LEVEL: 'warn', ...UNLIMITED, ADMIN_API_KEY: spec.adminKey, ...spec.env },
     port,
     cleanup: () => rm(dataDir, { recursive: true, force: true }),
+    onOutput: spec.onOutput,
   });
 }
 

@@ -63,6 +63,8 @@ export interface RunContext {
   timing: Timing;
   /** Extra node flags for the server process (profiling). */
   nodeArgs?: string[];
+  /** Sees the server process's output (--gc). */
+  onServerOutput?: (chunk: string) => void;
 }
 
 const r1 = (v: number) => Math.round(v * 10) / 10;
@@ -144,7 +146,7 @@ export async function startBackend(ctx: RunContext, backend: Backend, cell: numb
     }
   };
   // A server that never became ready stored nothing worth removing (and its store may be unreachable).
-  const server = await startServer({ entry: ctx.entry, adminKey: ctx.adminKey, env, nodeArgs: ctx.nodeArgs });
+  const server = await startServer({ entry: ctx.entry, adminKey: ctx.adminKey, env, nodeArgs: ctx.nodeArgs, onOutput: ctx.onServerOutput });
   return {
     ...server,
     stop: async () => {
