@@ -21,8 +21,9 @@ export interface ThreadGc {
 /** `[pid:0xisolate]   1234 ms: pause=1.2 mutator=3.4 gc=s ... promoted=123 ...` */
 const LINE = /^\[(\d+):(0x[0-9a-f]+)\]\s+\d+ ms: (.*)$/;
 
-const quantile = (sorted: number[], q: number): number => (sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))]!);
-const r1 = (v: number) => Math.round(v * 10) / 10;
+import { percentile, round } from './stats.js';
+
+const r1 = (v: number) => round(v, 1);
 
 export function summarizeGcTrace(text: string): ThreadGc[] {
   const byIsolate = new Map<string, { pauses: number[]; promoted: number[]; mc: number[] }>();
@@ -48,14 +49,14 @@ export function summarizeGcTrace(text: string): ThreadGc[] {
     }
   }
   return [...byIsolate.values()].map((t, i) => {
-    const sorted = [...t.pauses].sort((a, b) => a - b);
+    const sorted = Float64Array.from(t.pauses).sort();
     const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
     return {
       thread: i === 0 ? 'request thread' : `worker thread ${i}`,
       scavenges: t.pauses.length,
-      scavengePauseP50Ms: quantile(sorted, 0.5),
-      scavengePauseP90Ms: quantile(sorted, 0.9),
-      scavengePauseMaxMs: sorted[sorted.length - 1] ?? 0,
+      scavengePauseP50Ms: sorted.length === 0 ? 0 : percentile(sorted, 0.5),
+      scavengePauseP90Ms: sorted.length === 0 ? 0 : percentile(sorted, 0.9),
+      scavengePauseMaxMs: sorted.length === 0 ? 0 : sorted[sorted.length - 1]!,
       scavengePauseTotalMs: r1(sum(t.pauses)),
       promotedKbPerScavenge: t.promoted.length === 0 ? 0 : Math.round(sum(t.promoted) / t.promoted.length / 1024),
       markCompacts: t.mc.length,

@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { Samples } from './stats.js';
 
 interface Reply {
   status: number;
@@ -62,7 +63,7 @@ try {
   let next = 0;
   let done = 0;
   let stop = false;
-  const latencies: number[] = [];
+  let latencies = new Samples();
   const client = async () => {
     while (!stop) {
       const i = next++;
@@ -72,25 +73,24 @@ try {
       const t0 = performance.now();
       const r = await store.reserve({ ctx: { actor: { type: 'system' } }, tenantId, request, scopes: scopesOf(subject), hash: hashOf('reserve', request) });
       if (r.status !== 200) throw new Error(`reserve answered ${r.status}: ${r.body}`);
-      latencies.push(performance.now() - t0);
+      latencies.add(performance.now() - t0);
       done++;
     }
   };
   const clients = Promise.all(Array.from({ length: concurrency }, client));
   await new Promise((r) => setTimeout(r, Number(args.warmup) * 1000));
   done = 0;
-  latencies.length = 0;
+  latencies = new Samples();
   const t0 = performance.now();
   await new Promise((r) => setTimeout(r, Number(args.duration) * 1000));
   const seconds = (performance.now() - t0) / 1000;
   const ops = done;
-  const sorted = latencies.slice().sort((a, b) => a - b);
+  const latency = latencies.summary();
   stop = true;
   await clients;
-  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))]!.toFixed(2);
   console.log(
     `sqlite (${args.sync}) store level, ${tenants} tenant(s), ${concurrency} concurrent, checkpoint thread ${checkpointMs > 0 ? `every ${checkpointMs} ms` : 'off'}: ` +
-      `${Math.round(ops / seconds)} reserves/s, p50 ${at(0.5)} p99 ${at(0.99)} max ${sorted[sorted.length - 1]!.toFixed(1)} ms`,
+      `${Math.round(ops / seconds)} reserves/s, p50 ${latency.p50} p99 ${latency.p99} max ${latency.max} ms`,
   );
 } finally {
   await store.close();
