@@ -73,7 +73,7 @@ const r1 = (v: number) => Math.round(v * 10) / 10;
 const HAS_BALANCES = { test: (body: string) => body.includes('"balances":[{'), what: 'balances' };
 const HAS_MORE = { test: (body: string) => body.includes('"has_more":true'), what: 'a full page (has_more)' };
 
-function requestsFor(driver: Driver, op: Exclude<Op, 'commit' | 'list'>, phase: Phase, tenants: Tenant[]): autocannon.Request[] {
+export function requestsFor(driver: Driver, op: Exclude<Op, 'commit' | 'list'>, phase: Phase, tenants: Tenant[]): autocannon.Request[] {
   switch (op) {
     case 'reserve':
       return [driver.reserveRequest(phase, tenants, { countOp: true })];

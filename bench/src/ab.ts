@@ -1,0 +1,210 @@
+/**
+ * `npm run bench:ab` — two builds (or one build under two settings) compared on the same machine
+ * at the same moments: both servers run side by side and are loaded in alternating short bursts
+ * (A B, B A, A B, ...), so that a machine whose speed drifts by a factor of two within minutes
+ * (docs/benchmarks.md, "Machine") slows both alike. Differences of a few percent that separate
+ * harness runs cannot show become visible in the per-round ratios.
+ *
+ *   npm run bench:ab -- --b /path/to/other/packages/server/dist/cli/main.js
+ *   npm run bench:ab -- --env-b CYCLES_SQLITE_CHECKPOINT_MS=250         (same build, other setting)
+ *
+ * Options: --a <main.js> (default: this checkout's build)  --b <main.js> (default: --a)
+ *          --env-a K=V,K=V  --env-b K=V,K=V  --backend sqlite|sqlite-full|redis|postgres
+ *          --op reserve|lifecycle|decide|balances  --connections 50  --depth 3  --tenants 1
+ *          --rounds 12  --seconds 2  --warmup 2  --nice=<n>  --out <dir>
+ *
+ * Prints, for each build, operations per second and the server's CPU time per operation over all
+ * its bursts, and the ratio B/A of each round: its median, its range and in how many rounds B
+ * was ahead. Each server's ledger is checked at the end; any failed request or mismatch exits 1.
+ */
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { BACKENDS, OPS, type Backend, type Op } from './plan.js';
+import { killAll, ProcessMonitor, setNiceness, type Started } from './processes.js';
+import { Admin, type Tenant } from './provision.js';
+import { requestsFor, startBackend } from './runner.js';
+import { percentile, round } from './stats.js';
+import { checkLedger, Driver, Phase } from './workload.js';
+
+const here = fileURLToPath(new URL('.', import.meta.url));
+const repoRoot = resolve(here, '../..');
+
+const { values: args } = parseArgs({
+  options: {
+    a: { type: 'string' },
+    b: { type: 'string' },
+    'env-a': { type: 'string' },
+    'env-b': { type: 'string' },
+    backend: { type: 'string', default: 'sqlite' },
+    op: { type: 'string', default: 'reserve' },
+    connections: { type: 'string', default: '50' },
+    depth: { type: 'string', default: '3' },
+    tenants: { type: 'string', default: '1' },
+    rounds: { type: 'string', default: '12' },
+    seconds: { type: 'string', default: '2' },
+    warmup: { type: 'string', default: '2' },
+    nice: { type: 'string' },
+    out: { type: 'string' },
+  },
+});
+
+const log = (msg: string) => process.stderr.write(msg + '\n');
+
+function positive(name: string, integer = true): number {
+  const v = Number(args[name as keyof typeof args]);
+  if (!Number.isFinite(v) || v <= 0 || (integer && !Number.isInteger(v))) throw new Error(`--${name} must be a positive ${integer ? 'integer' : 'number'}`);
+  return v;
+}
+
+function entryOf(path: string | undefined): string {
+  const entry = resolve(path ?? join(repoRoot, 'packages/server/dist/cli/main.js'));
+  if (!existsSync(entry)) throw new Error(`server not built: ${entry} is missing (run npm run build at the repository root)`);
+  return entry;
+}
+
+/** K=V,K=V into an environment; values may not contain commas. */
+function envOf(spec: string | undefined): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const pair of (spec ?? '').split(',').map((s) => s.trim()).filter(Boolean)) {
+    const at = pair.indexOf('=');
+    if (at <= 0) throw new Error(`expected K=V in "${pair}"`);
+    env[pair.slice(0, at)] = pair.slice(at + 1);
+  }
+  return env;
+}
+
+const backend: Backend | undefined = BACKENDS.find((b) => b.name === args.backend);
+if (!backend) throw new Error(`unknown backend ${args.backend}; known: ${BACKENDS.map((b) => b.name).join(', ')}`);
+const op = args.op as Op;
+const AB_OPS: readonly Op[] = ['reserve', 'lifecycle', 'decide', 'balances'];
+if (!AB_OPS.includes(op)) throw new Error(`--op must be one of ${AB_OPS.join(', ')} (known to the harness: ${OPS.join(', ')})`);
+const connections = positive('connections');
+const depth = positive('depth');
+if (depth > 6) throw new Error('--depth must be at most 6');
+const tenantCount = positive('tenants');
+const rounds = positive('rounds');
+const seconds = positive('seconds', false);
+const warmupS = positive('warmup', false);
+if (args.nice !== undefined) setNiceness(Number(args.nice));
+
+interface Side {
+  name: 'A' | 'B';
+  entry: string;
+  env: Record<string, string>;
+  server?: Started;
+  driver?: Driver;
+  tenants?: Tenant[];
+  ops: number;
+  seconds: number;
+  cpuS: number;
+  errors: number;
+  errorKinds: Record<string, number>;
+  /** Per round: operations per second and CPU µs per operation. */
+  perRound: Array<{ opsPerS: number; cpuUsPerOp: number | null }>;
+}
+
+const sides: Side[] = [
+  { name: 'A', entry: entryOf(args.a), env: envOf(args['env-a']), ops: 0, seconds: 0, cpuS: 0, errors: 0, errorKinds: {}, perRound: [] },
+  { name: 'B', entry: entryOf(args.b ?? args.a), env: envOf(args['env-b']), ops: 0, seconds: 0, cpuS: 0, errors: 0, errorKinds: {}, perRound: [] },
+];
+if (sides[0]!.entry === sides[1]!.entry && JSON.stringify(sides[0]!.env) === JSON.stringify(sides[1]!.env)) {
+  log('note: A and B are the same build with the same settings (an A/A run: its spread is the noise floor)');
+}
+
+const adminKey = `ab-admin-${randomBytes(12).toString('hex')}`;
+const runId = randomBytes(4).toString('hex');
+
+async function burst(side: Side, durationS: number, measured: boolean): Promise<void> {
+  const phase = new Phase(op === 'lifecycle');
+  const monitor = new ProcessMonitor(side.server!.child.pid!);
+  await side.driver!.run(phase, { connections, durationS, requests: requestsFor(side.driver!, op as Exclude<Op, 'commit' | 'list'>, phase, side.tenants!) });
+  const usage = monitor.stop();
+  await side.driver!.reconcile(phase);
+  side.errors += phase.errors;
+  for (const [k, v] of phase.errorKinds) side.errorKinds[k] = (side.errorKinds[k] ?? 0) + v;
+  if (!measured) return;
+  side.ops += phase.okOps;
+  side.seconds += phase.elapsedS;
+  side.cpuS += usage.serverCpuS ?? 0;
+  side.perRound.push({
+    opsPerS: phase.elapsedS > 0 ? phase.okOps / phase.elapsedS : 0,
+    cpuUsPerOp: usage.serverCpuS !== null && phase.okOps > 0 ? (usage.serverCpuS / phase.okOps) * 1e6 : null,
+  });
+}
+
+/** Median, range and wins of the per-round ratios B/A (higher is better for `better: 'up'`). */
+function ratios(a: number[], b: number[], better: 'up' | 'down'): { median: number; min: number; max: number; bAhead: number } {
+  const r = a.map((x, i) => b[i]! / x).filter((v) => Number.isFinite(v));
+  const sorted = [...r].sort((x, y) => x - y);
+  return {
+    median: round(sorted.length > 0 ? percentile(Float64Array.from(sorted), 0.5) : NaN, 3),
+    min: round(sorted[0] ?? NaN, 3),
+    max: round(sorted.at(-1) ?? NaN, 3),
+    bAhead: r.filter((v) => (better === 'up' ? v > 1 : v < 1)).length,
+  };
+}
+
+process.on('SIGINT', () => {
+  killAll();
+  process.exit(130);
+});
+
+let exitCode = 0;
+try {
+  await backend.prepare?.(backend.env({ runId, cell: 0 }));
+  for (const [i, side] of sides.entries()) {
+    const ctx = { entry: side.entry, adminKey, runId, timing: { warmupS, measureS: seconds } };
+    const started = await startBackend(ctx, { ...backend, env: (ns) => ({ ...backend.env(ns), ...side.env }) }, i);
+    side.server = started;
+    const prefix = `ab${runId}-${side.name.toLowerCase()}`;
+    side.tenants = await new Admin(started.url, adminKey).tenants(prefix, tenantCount, depth);
+    side.driver = new Driver(started.url, prefix);
+    log(`${side.name}: ${side.entry}${Object.keys(side.env).length ? ` with ${JSON.stringify(side.env)}` : ''} on ${backend.name}, start-up ${Math.round(started.startupMs)} ms`);
+  }
+  for (const side of sides) await burst(side, warmupS, false);
+  for (let i = 0; i < rounds; i++) {
+    const order = i % 2 === 0 ? sides : [...sides].reverse();
+    for (const side of order) await burst(side, seconds, true);
+    const [a, b] = sides.map((s) => s.perRound.at(-1)!);
+    log(`round ${i + 1}/${rounds}: A ${Math.round(a!.opsPerS)} ops/s ${a!.cpuUsPerOp === null ? '' : `${Math.round(a!.cpuUsPerOp)} µs/op`} | B ${Math.round(b!.opsPerS)} ops/s ${b!.cpuUsPerOp === null ? '' : `${Math.round(b!.cpuUsPerOp)} µs/op`}`);
+  }
+  const ledgers = await Promise.all(sides.map((s) => checkLedger(s.server!.url, s.tenants!)));
+
+  const [A, B] = sides as [Side, Side];
+  const tput = ratios(A.perRound.map((r) => r.opsPerS), B.perRound.map((r) => r.opsPerS), 'up');
+  const withCpu = A.perRound.map((r, i) => [r.cpuUsPerOp, B.perRound[i]!.cpuUsPerOp]).filter((p): p is [number, number] => p[0] !== null && p[1] !== null);
+  const cpu = ratios(withCpu.map((p) => p[0]), withCpu.map((p) => p[1]), 'down');
+  const row = (s: Side, i: number) =>
+    `| ${s.name} | ${Math.round(s.ops / s.seconds).toLocaleString('en-US')} | ${s.ops > 0 ? round((s.cpuS / s.ops) * 1e6, 1) : '–'} | ${s.errors} | ${ledgers[i]!.mismatches} / ${ledgers[i]!.scopes} |`;
+  const md = [
+    `## A/B: ${backend.name} ${op}, ${connections} connections, depth ${depth}, ${tenantCount} tenant(s), ${rounds} rounds of ${seconds} s each`,
+    '',
+    `A: ${A.entry}${Object.keys(A.env).length ? ` ${JSON.stringify(A.env)}` : ''}`,
+    `B: ${B.entry}${Object.keys(B.env).length ? ` ${JSON.stringify(B.env)}` : ''}`,
+    '',
+    '| build | ops/s | server CPU µs/op | errors | ledger mismatches |',
+    '|---|---:|---:|---:|---:|',
+    row(A, 0),
+    row(B, 1),
+    '',
+    `Per round, B/A: throughput median ${tput.median} (range ${tput.min}–${tput.max}, B ahead in ${tput.bAhead} of ${rounds}); ` +
+      `CPU per operation median ${cpu.median} (range ${cpu.min}–${cpu.max}, B cheaper in ${cpu.bAhead} of ${withCpu.length}).`,
+  ].join('\n');
+  process.stdout.write(md + '\n');
+  const outDir = resolve(args.out ?? join(repoRoot, 'bench/results'));
+  mkdirSync(outDir, { recursive: true });
+  const file = join(outDir, `${new Date().toISOString().replace(/[:.]/g, '-')}-ab.json`);
+  const strip = ({ server: _s, driver: _d, tenants: _t, ...rest }: Side) => rest;
+  writeFileSync(file, JSON.stringify({ backend: backend.name, op, connections, depth, tenants: tenantCount, rounds, seconds, sides: sides.map(strip), ledgers, throughputRatio: tput, cpuRatio: cpu }, null, 2));
+  log(`JSON: ${file}`);
+  if (sides.some((s) => s.errors > 0) || ledgers.some((l) => l.mismatches > 0)) {
+    for (const s of sides) if (s.errors > 0) log(`${s.name}: ${s.errors} failed requests: ${JSON.stringify(s.errorKinds)}`);
+    exitCode = 1;
+  }
+} finally {
+  for (const s of sides) await s.server?.stop();
+}
+process.exit(exitCode);
