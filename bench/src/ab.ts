@@ -18,12 +18,12 @@
  * was ahead. Each server's ledger is checked at the end; any failed request or mismatch exits 1.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { BACKENDS, OPS, type Backend, type Op } from './plan.js';
-import { killAll, ProcessMonitor, setNiceness, type Started } from './processes.js';
+import { killAll, ProcessMonitor, serverEntryAt, setNiceness, type Started } from './processes.js';
 import { Admin, type Tenant } from './provision.js';
 import { requestsFor, startBackend } from './runner.js';
 import { percentile, round } from './stats.js';
@@ -59,12 +59,6 @@ function positive(name: string, integer = true): number {
   return v;
 }
 
-function entryOf(path: string | undefined): string {
-  const entry = resolve(path ?? join(repoRoot, 'packages/server/dist/cli/main.js'));
-  if (!existsSync(entry)) throw new Error(`server not built: ${entry} is missing (run npm run build at the repository root)`);
-  return entry;
-}
-
 /** K=V,K=V into an environment; values may not contain commas. */
 function envOf(spec: string | undefined): Record<string, string> {
   const env: Record<string, string> = {};
@@ -90,6 +84,13 @@ const seconds = positive('seconds', false);
 const warmupS = positive('warmup', false);
 if (args.nice !== undefined) setNiceness(Number(args.nice));
 
+/** One measured burst: successful operations, seconds, and the server's CPU seconds (null: unreadable). */
+interface Round {
+  ops: number;
+  seconds: number;
+  cpuS: number | null;
+}
+
 interface Side {
   name: 'A' | 'B';
   entry: string;
@@ -97,18 +98,23 @@ interface Side {
   server?: Started;
   driver?: Driver;
   tenants?: Tenant[];
-  ops: number;
-  seconds: number;
-  cpuS: number;
   errors: number;
   errorKinds: Record<string, number>;
-  /** Per round: operations per second and CPU µs per operation. */
-  perRound: Array<{ opsPerS: number; cpuUsPerOp: number | null }>;
+  rounds: Round[];
 }
 
+const opsPerS = (r: Round): number => (r.seconds > 0 ? r.ops / r.seconds : 0);
+const cpuUsPerOp = (r: Round): number | null => (r.cpuS !== null && r.ops > 0 ? (r.cpuS / r.ops) * 1e6 : null);
+/** All of a side's bursts as one. */
+const total = (s: Side): Round => ({
+  ops: s.rounds.reduce((n, r) => n + r.ops, 0),
+  seconds: s.rounds.reduce((n, r) => n + r.seconds, 0),
+  cpuS: s.rounds.some((r) => r.cpuS === null) ? null : s.rounds.reduce((n, r) => n + r.cpuS!, 0),
+});
+
 const sides: Side[] = [
-  { name: 'A', entry: entryOf(args.a), env: envOf(args['env-a']), ops: 0, seconds: 0, cpuS: 0, errors: 0, errorKinds: {}, perRound: [] },
-  { name: 'B', entry: entryOf(args.b ?? args.a), env: envOf(args['env-b']), ops: 0, seconds: 0, cpuS: 0, errors: 0, errorKinds: {}, perRound: [] },
+  { name: 'A', entry: serverEntryAt(args.a), env: envOf(args['env-a']), errors: 0, errorKinds: {}, rounds: [] },
+  { name: 'B', entry: serverEntryAt(args.b ?? args.a), env: envOf(args['env-b']), errors: 0, errorKinds: {}, rounds: [] },
 ];
 if (sides[0]!.entry === sides[1]!.entry && JSON.stringify(sides[0]!.env) === JSON.stringify(sides[1]!.env)) {
   log('note: A and B are the same build with the same settings (an A/A run: its spread is the noise floor)');
@@ -125,15 +131,13 @@ async function burst(side: Side, durationS: number, measured: boolean): Promise<
   await side.driver!.reconcile(phase);
   side.errors += phase.errors;
   for (const [k, v] of phase.errorKinds) side.errorKinds[k] = (side.errorKinds[k] ?? 0) + v;
-  if (!measured) return;
-  side.ops += phase.okOps;
-  side.seconds += phase.elapsedS;
-  side.cpuS += usage.serverCpuS ?? 0;
-  side.perRound.push({
-    opsPerS: phase.elapsedS > 0 ? phase.okOps / phase.elapsedS : 0,
-    cpuUsPerOp: usage.serverCpuS !== null && phase.okOps > 0 ? (usage.serverCpuS / phase.okOps) * 1e6 : null,
-  });
+  if (measured) side.rounds.push({ ops: phase.okOps, seconds: phase.elapsedS, cpuS: usage.serverCpuS });
 }
+
+const describe = (r: Round): string => {
+  const cpu = cpuUsPerOp(r);
+  return `${Math.round(opsPerS(r))} ops/s${cpu === null ? '' : ` ${Math.round(cpu)} µs/op`}`;
+};
 
 /** Median, range and wins of the per-round ratios B/A (higher is better for `better: 'up'`). */
 function ratios(a: number[], b: number[], better: 'up' | 'down'): { median: number; min: number; max: number; bAhead: number } {
@@ -168,17 +172,19 @@ try {
   for (let i = 0; i < rounds; i++) {
     const order = i % 2 === 0 ? sides : [...sides].reverse();
     for (const side of order) await burst(side, seconds, true);
-    const [a, b] = sides.map((s) => s.perRound.at(-1)!);
-    log(`round ${i + 1}/${rounds}: A ${Math.round(a!.opsPerS)} ops/s ${a!.cpuUsPerOp === null ? '' : `${Math.round(a!.cpuUsPerOp)} µs/op`} | B ${Math.round(b!.opsPerS)} ops/s ${b!.cpuUsPerOp === null ? '' : `${Math.round(b!.cpuUsPerOp)} µs/op`}`);
+    log(`round ${i + 1}/${rounds}: ${sides.map((s) => `${s.name} ${describe(s.rounds.at(-1)!)}`).join(' | ')}`);
   }
   const ledgers = await Promise.all(sides.map((s) => checkLedger(s.server!.url, s.tenants!)));
 
   const [A, B] = sides as [Side, Side];
-  const tput = ratios(A.perRound.map((r) => r.opsPerS), B.perRound.map((r) => r.opsPerS), 'up');
-  const withCpu = A.perRound.map((r, i) => [r.cpuUsPerOp, B.perRound[i]!.cpuUsPerOp]).filter((p): p is [number, number] => p[0] !== null && p[1] !== null);
+  const tput = ratios(A.rounds.map(opsPerS), B.rounds.map(opsPerS), 'up');
+  const withCpu = A.rounds.map((r, i) => [cpuUsPerOp(r), cpuUsPerOp(B.rounds[i]!)]).filter((p): p is [number, number] => p[0] !== null && p[1] !== null);
   const cpu = ratios(withCpu.map((p) => p[0]), withCpu.map((p) => p[1]), 'down');
-  const row = (s: Side, i: number) =>
-    `| ${s.name} | ${Math.round(s.ops / s.seconds).toLocaleString('en-US')} | ${s.ops > 0 ? round((s.cpuS / s.ops) * 1e6, 1) : '–'} | ${s.errors} | ${ledgers[i]!.mismatches} / ${ledgers[i]!.scopes} |`;
+  const row = (s: Side, i: number) => {
+    const t = total(s);
+    const us = cpuUsPerOp(t);
+    return `| ${s.name} | ${Math.round(opsPerS(t)).toLocaleString('en-US')} | ${us === null ? '–' : round(us, 1)} | ${s.errors} | ${ledgers[i]!.mismatches} / ${ledgers[i]!.scopes} |`;
+  };
   const md = [
     `## A/B: ${backend.name} ${op}, ${connections} connections, depth ${depth}, ${tenantCount} tenant(s), ${rounds} rounds of ${seconds} s each`,
     '',

@@ -17,13 +17,13 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, freemem, loadavg, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { BACKENDS, FULL_TIMING, fullMatrix, LIST_SORTS, OP_METHOD, OPS, QUICK_TIMING, type Backend, type Cell, type CellShape, type Op } from './plan.js';
-import { killAll, setNiceness, startCeiling, StartError, waitForQuietMachine } from './processes.js';
+import { killAll, serverEntryAt, setNiceness, startCeiling, StartError, waitForQuietMachine } from './processes.js';
 import { formatGcSummary, summarizeGcTrace } from './gc-summary.js';
 import { formatSummary, summarizeProfile, type CpuProfile } from './profile-summary.js';
 import { applyCeilings, ceilingTable, evaluateTargets, resultsTable, targetsTable, type SkippedBackend } from './report.js';
@@ -115,9 +115,7 @@ function shapesFor(backend: Backend): CellShape[] {
 }
 
 function serverEntry(): string {
-  const entry = resolve(args.server ?? process.env.CYCLES_BENCH_SERVER ?? join(repoRoot, 'packages/server/dist/cli/main.js'));
-  if (!existsSync(entry)) throw new Error(`server not built: ${entry} is missing (run npm run build at the repository root)`);
-  return entry;
+  return serverEntryAt(args.server ?? process.env.CYCLES_BENCH_SERVER);
 }
 
 function num(s: string | undefined, fallback: number): number {

@@ -3,11 +3,11 @@
  * real deployment, so the load generator (this process) never shares an event loop with them.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { setPriority, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** How long a process may take to answer /readyz before it counts as unavailable. */
@@ -143,6 +143,16 @@ export interface ServerSpec {
  * every request, as in a default deployment, but never refuses one.
  */
 const UNLIMITED = { CYCLES_RATE_LIMIT_PER_IP: '100000000', CYCLES_RATE_LIMIT_PER_KEY: '100000000' };
+
+/** This repository's build of the server. */
+export const OWN_SERVER = fileURLToPath(new URL('../../packages/server/dist/cli/main.js', import.meta.url));
+
+/** The server build at `path` (default: this repository's), checked to exist. */
+export function serverEntryAt(path: string | undefined): string {
+  const entry = resolve(path ?? OWN_SERVER);
+  if (!existsSync(entry)) throw new Error(`server not built: ${entry} is missing (run npm run build at the repository root)`);
+  return entry;
+}
 
 /** `cycles serve` on a random port with its own temporary data directory. */
 export async function startServer(spec: ServerSpec): Promise<Started> {
