@@ -17,6 +17,7 @@ import type { BudgetRecord, ReservationRecord } from '../../src/ledger/types.js'
 import { budgetToRow, reservationToRow, tenantToRow } from '../../src/store/sqlite/rows.js';
 import { SCHEMA_VERSION } from '../../src/store/sqlite/schema.js';
 import { SqliteStore } from '../../src/store/sqlite/store.js';
+import { IDLE_PASS_MAX_MS, nextPassDelay } from '../../src/store/sqlite/checkpointer.js';
 
 const dirs: string[] = [];
 const tempDir = () => {
@@ -306,6 +307,31 @@ describe('checkpointer thread', () => {
       // appended to throughout, it would hold eight.
       const pages = walPages(dir);
       assert.ok(pages < 2 * first, `the WAL holds ${pages} pages, a batch ${first}`);
+    } finally {
+      await store.close();
+    }
+  });
+
+  test('while nothing is committed the passes space out to IDLE_PASS_MAX_MS; a pass with work returns to the interval', () => {
+    let d = 10;
+    const seen: number[] = [];
+    for (let i = 0; i < 8; i++) seen.push((d = nextPassDelay(d, true, 10)));
+    assert.deepEqual(seen, [20, 40, 80, 160, IDLE_PASS_MAX_MS, IDLE_PASS_MAX_MS, IDLE_PASS_MAX_MS, IDLE_PASS_MAX_MS]);
+    assert.equal(nextPassDelay(IDLE_PASS_MAX_MS, false, 10), 10);
+    // An interval longer than the idle ceiling is never shortened.
+    assert.equal(nextPassDelay(1_000, true, 1_000), 1_000);
+    assert.equal(nextPassDelay(1_000, false, 1_000), 1_000);
+  });
+
+  test('after an idle spell the thread copies new commits again', async () => {
+    const { dir, store } = await open({ checkpointMs: 10 });
+    try {
+      await reserveMany(store, 0, 40);
+      await until('the first reservations are in the file', () => inFile(dir) === 40);
+      // Long enough for the passes to have spaced out to their ceiling.
+      await new Promise((r) => setTimeout(r, 4 * IDLE_PASS_MAX_MS));
+      await reserveMany(store, 40, 40);
+      await until('the reservations committed after the idle spell are in the file', () => inFile(dir) === 80);
     } finally {
       await store.close();
     }

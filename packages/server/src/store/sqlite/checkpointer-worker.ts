@@ -5,7 +5,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
-import type { CheckpointerData } from './checkpointer.js';
+import { nextPassDelay, type CheckpointerData } from './checkpointer.js';
 
 const port = parentPort!;
 const { file, sync, intervalMs } = workerData as CheckpointerData;
@@ -15,18 +15,43 @@ const db = new Database(file, { fileMustExist: true });
 // connection's own checkpoints do: what reaches the file is durable.
 db.pragma(`synchronous = ${sync === 'full' ? 'FULL' : 'NORMAL'}`);
 
-const timer = setInterval(() => {
+interface PassResult {
+  busy: number;
+  log: number;
+  checkpointed: number;
+}
+
+/** Changes whenever another connection (the committing one, or another process's) commits. */
+let seenVersion = -1;
+/** Whether the last pass copied everything the WAL held. */
+let caughtUp = false;
+let delay = intervalMs;
+let timer: NodeJS.Timeout | undefined;
+
+const pass = (): void => {
+  let idle = false;
   try {
-    db.pragma('wal_checkpoint(PASSIVE)');
+    const version = db.pragma('data_version', { simple: true }) as number;
+    // Nothing committed since a pass that copied everything: there is nothing to copy.
+    idle = caughtUp && version === seenVersion;
+    if (!idle) {
+      seenVersion = version;
+      const [r] = db.pragma('wal_checkpoint(PASSIVE)') as PassResult[];
+      caughtUp = r !== undefined && r.busy === 0 && r.checkpointed === r.log;
+    }
   } catch {
     // A busy lock, a full disk or an I/O error: the next pass tries again, and meanwhile the
     // committing connection's own checkpoint window keeps the WAL bounded.
+    caughtUp = false;
   }
-}, intervalMs);
+  delay = nextPassDelay(delay, idle, intervalMs);
+  timer = setTimeout(pass, delay);
+};
+timer = setTimeout(pass, delay);
 
 port.on('message', (m: unknown) => {
   if (m !== 'stop') return;
-  clearInterval(timer);
+  clearTimeout(timer);
   db.close();
   port.close();
 });

@@ -10,6 +10,10 @@
  * start. The committing connection keeps a checkpoint window of its own, ten times larger by
  * default, as the backstop for when the passes fall behind; if the thread stops, the store goes
  * back to SQLite's own window.
+ *
+ * An idle store is left alone: while nothing has been committed since a pass that copied
+ * everything, the passes space out (nextPassDelay), so an idle server's thread wakes a few times a
+ * second instead of twenty; the first pass that finds a commit returns to the interval.
  */
 import type { Worker } from 'node:worker_threads';
 import { startWorker } from './worker-start.js';
@@ -25,6 +29,20 @@ export interface Checkpointer {
   readonly thread: Worker;
   /** Closes the thread's connection (before the committing one closes, so the WAL can go). */
   stop(): Promise<void>;
+}
+
+/**
+ * The longest wait between passes while the store is idle. A burst that starts just after a pass
+ * writes this long before the next one: at about 20,000 WAL pages a second (ten thousand reserves
+ * a second, about two pages each), 250 ms stays well inside the committing connection's
+ * 10,000-page backstop.
+ */
+export const IDLE_PASS_MAX_MS = 250;
+
+/** The wait before the next pass: doubled after an idle pass up to IDLE_PASS_MAX_MS, else the interval. */
+export function nextPassDelay(current: number, idle: boolean, intervalMs: number): number {
+  if (!idle) return intervalMs;
+  return Math.max(intervalMs, Math.min(current * 2, IDLE_PASS_MAX_MS));
 }
 
 /** How long stop() waits for the thread to close its connection before terminating it. */
