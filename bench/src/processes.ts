@@ -147,9 +147,13 @@ const UNLIMITED = { CYCLES_RATE_LIMIT_PER_IP: '100000000', CYCLES_RATE_LIMIT_PER
 /** This repository's build of the server. */
 export const OWN_SERVER = fileURLToPath(new URL('../../packages/server/dist/cli/main.js', import.meta.url));
 
-/** The server build at `path` (default: this repository's), checked to exist. */
+/**
+ * The server build at `path` (default: this repository's), checked to exist. A relative path is
+ * taken from where `npm run` was typed (npm's INIT_CWD), not from bench/, where npm runs the
+ * workspace's script.
+ */
 export function serverEntryAt(path: string | undefined): string {
-  const entry = resolve(path ?? OWN_SERVER);
+  const entry = path === undefined ? OWN_SERVER : resolve(process.env.INIT_CWD ?? process.cwd(), path);
   if (!existsSync(entry)) throw new Error(`server not built: ${entry} is missing (run npm run build at the repository root)`);
   return entry;
 }
