@@ -24,6 +24,12 @@ export interface CellResult {
   /** Filled in at the end, from the ceiling at the same connection count and method. */
   ceilingRps: number | null;
   ratio: number | null;
+  /**
+   * Target cells only: the mean of the POST ceiling measured just before and just after the cell
+   * (report.ts, TARGET_CELLS), and the ratio to it: the machine's speed at the cell's own moment.
+   */
+  adjacentCeilingRps?: number | null;
+  adjacentRatio?: number | null;
   latencyMs: LatencySummary;
   requestLatencyMs: LatencySummary;
   okOps: number;
@@ -43,13 +49,16 @@ export interface CellResult {
   elapsedS: number;
 }
 
+export type CeilingWhen = 'start' | 'end' | `before ${string}` | `after ${string}`;
+
 export interface CeilingResult {
   method: 'GET' | 'POST';
   connections: number;
   requestsPerS: number;
   latencyMs: LatencySummary;
   errors: number;
-  when: 'start' | 'end';
+  /** At the start or the end of the run, or just before or after the target cell it names. */
+  when: CeilingWhen;
   serverCpuPct: number | null;
   serverCpuUsPerReq: number | null;
   clientCpuPct: number;
@@ -249,15 +258,19 @@ export async function runListGroup(ctx: RunContext, backend: Backend, shapes: Ce
 }
 
 /** The ceiling at one connection count: the same client and request streams as reserve / balances. */
-export async function runCeilingCell(ceiling: Started, method: 'GET' | 'POST', connections: number, timing: Timing, when: 'start' | 'end'): Promise<CeilingResult> {
-  const driver = new Driver(ceiling.url, `ceiling-${method}-${connections}-${when}`);
+let ceilingBursts = 0;
+
+/** Runs the bare route at one method and connection count; a warm-up of 0 s skips the warm-up burst. */
+export async function runCeilingCell(ceiling: Started, method: 'GET' | 'POST', connections: number, timing: Timing, when: CeilingWhen): Promise<CeilingResult> {
+  // Keys as long as the first ceilings' (`...-start`), whatever `when` says: the bodies stay comparable.
+  const driver = new Driver(ceiling.url, `ceiling-${method}-${connections}-${(ceilingBursts++).toString().padStart(5, '0')}`);
   const tenant = ceilingTenant(3);
   const requests = (phase: Phase) =>
     method === 'POST'
       ? [driver.reserveRequest(phase, [tenant], { countOp: true })]
       : [driver.readRequest(phase, [tenant], (t) => `/v1/balances?tenant=${t.id}&include_children=true`, HAS_BALANCES)];
   const warm = new Phase();
-  await driver.run(warm, { connections, durationS: timing.warmupS, requests: requests(warm) });
+  if (timing.warmupS > 0) await driver.run(warm, { connections, durationS: timing.warmupS, requests: requests(warm) });
   const phase = new Phase();
   const monitor = new ProcessMonitor(ceiling.child.pid!);
   const res = await driver.run(phase, { connections, durationS: timing.measureS, requests: requests(phase) });
