@@ -5,6 +5,7 @@
  * Bytes promoted per scavenge is the figure to watch: objects that die young should never reach
  * the old generation (docs/benchmarks.md, "What bought it", item 19).
  */
+import { percentile, round } from './stats.js';
 
 export interface ThreadGc {
   thread: string;
@@ -20,8 +21,6 @@ export interface ThreadGc {
 
 /** `[pid:0xisolate]   1234 ms: pause=1.2 mutator=3.4 gc=s ... promoted=123 ...` */
 const LINE = /^\[(\d+):(0x[0-9a-f]+)\]\s+\d+ ms: (.*)$/;
-
-import { percentile, round } from './stats.js';
 
 const r1 = (v: number) => round(v, 1);
 

@@ -206,7 +206,10 @@ async function runBenchmarks(ctx: RunContext, outDir: string): Promise<number> {
           lastBurstAfterTarget = undefined;
           const r = await runCell(ctx, cell, index++);
           available = true;
-          if (before) applyAdjacentCeiling(r, before, (lastBurstAfterTarget = await adjacentCeiling(`after ${cellName(cell)}`)));
+          if (before) {
+            lastBurstAfterTarget = await adjacentCeiling(`after ${cellName(cell)}`);
+            applyAdjacentCeiling(r, before, lastBurstAfterTarget);
+          }
           results.push(r);
           log(`  ${cellName(cell)}: ${progress(r)}`);
         } catch (e) {

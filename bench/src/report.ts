@@ -1,6 +1,7 @@
 /** The markdown report and the targets of the benchmark issue, evaluated from a run's results. */
 import { OP_METHOD, type Op } from './plan.js';
 import type { CeilingResult, CellResult } from './runner.js';
+import { round } from './stats.js';
 
 export interface SkippedBackend {
   backend: string;
@@ -36,18 +37,19 @@ export function ceilingFor(ceilings: CeilingResult[], method: 'GET' | 'POST', co
   return rps.length ? Math.max(...rps) : null;
 }
 
+/** A cell's ops/s over a ceiling's req/s (null for a failed cell or no ceiling). */
+const ratioTo = (r: CellResult, ceilingRps: number | null): number | null => (ceilingRps && r.status === 'ok' ? round(r.opsPerS / ceilingRps, 3) : null);
+
 /** A target cell's own ceiling: the mean of the bursts just before and just after it. */
 export function applyAdjacentCeiling(r: CellResult, before: CeilingResult, after: CeilingResult): void {
-  const c = Math.round(((before.requestsPerS + after.requestsPerS) / 2) * 10) / 10;
-  r.adjacentCeilingRps = c;
-  r.adjacentRatio = c > 0 && r.status === 'ok' ? Math.round((r.opsPerS / c) * 1000) / 1000 : null;
+  r.adjacentCeilingRps = round((before.requestsPerS + after.requestsPerS) / 2, 1);
+  r.adjacentRatio = ratioTo(r, r.adjacentCeilingRps);
 }
 
 export function applyCeilings(results: CellResult[], ceilings: CeilingResult[]): void {
   for (const r of results) {
-    const c = ceilingFor(ceilings, OP_METHOD[r.op], r.connections);
-    r.ceilingRps = c;
-    r.ratio = c && r.status === 'ok' ? Math.round((r.opsPerS / c) * 1000) / 1000 : null;
+    r.ceilingRps = ceilingFor(ceilings, OP_METHOD[r.op], r.connections);
+    r.ratio = ratioTo(r, r.ceilingRps);
   }
 }
 
