@@ -6,7 +6,7 @@ import type autocannon from 'autocannon';
 import { LIST_ROWS, OP_LABEL, type Backend, type Cell, type CellShape, type ListSort, type Op, type Timing } from './plan.js';
 import { ProcessMonitor, startServer, type Started, type Usage } from './processes.js';
 import { Admin, type Tenant } from './provision.js';
-import { type LatencySummary } from './stats.js';
+import { round, type LatencySummary } from './stats.js';
 import { ceilingTenant, checkLedger, Driver, Phase, type LedgerCheck, type PhaseResult, type Reservation } from './workload.js';
 
 export interface CellResult {
@@ -76,7 +76,7 @@ export interface RunContext {
   onServerOutput?: (chunk: string) => void;
 }
 
-const r1 = (v: number) => Math.round(v * 10) / 10;
+const r1 = (v: number) => round(v, 1);
 
 /** A balances reply lists at least one budget; a sorted page over 10,000 rows always has more. */
 const HAS_BALANCES = { test: (body: string) => body.includes('"balances":[{'), what: 'balances' };

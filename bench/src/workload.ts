@@ -6,7 +6,7 @@
  */
 import autocannon from 'autocannon';
 import { ALLOCATED, subjectAt, UNIT, type Tenant } from './provision.js';
-import { Samples, type LatencySummary } from './stats.js';
+import { round, Samples, type LatencySummary } from './stats.js';
 
 /** Every reservation holds this much (the reference's benchmarks use 100 as well)... */
 export const RESERVE_AMOUNT = 100;
@@ -71,7 +71,7 @@ export class Phase {
 
   result(): PhaseResult {
     return {
-      elapsedS: Math.round(this.elapsedS * 1000) / 1000,
+      elapsedS: round(this.elapsedS, 3),
       responses: this.responses,
       okOps: this.okOps,
       errors: this.errors,
