@@ -84,11 +84,15 @@ const seconds = positive('seconds', false);
 const warmupS = positive('warmup', false);
 if (args.nice !== undefined) setNiceness(Number(args.nice));
 
-/** One measured burst: successful operations, seconds, and the server's CPU seconds (null: unreadable). */
+/**
+ * One measured burst: successful operations, seconds, the server's CPU seconds and the steal (the
+ * hypervisor's share, in % of one core) during it; null: unreadable.
+ */
 interface Round {
   ops: number;
   seconds: number;
   cpuS: number | null;
+  stealPct: number | null;
 }
 
 interface Side {
@@ -110,6 +114,8 @@ const total = (s: Side): Round => ({
   ops: s.rounds.reduce((n, r) => n + r.ops, 0),
   seconds: s.rounds.reduce((n, r) => n + r.seconds, 0),
   cpuS: s.rounds.some((r) => r.cpuS === null) ? null : s.rounds.reduce((n, r) => n + r.cpuS!, 0),
+  // Weighted by each burst's length: the steal over all of a side's bursts.
+  stealPct: s.rounds.some((r) => r.stealPct === null) ? null : s.rounds.reduce((n, r) => n + r.stealPct! * r.seconds, 0) / Math.max(1e-9, s.rounds.reduce((n, r) => n + r.seconds, 0)),
 });
 
 const sides: Side[] = [
@@ -131,12 +137,12 @@ async function burst(side: Side, durationS: number, measured: boolean): Promise<
   await side.driver!.reconcile(phase);
   side.errors += phase.errors;
   for (const [k, v] of phase.errorKinds) side.errorKinds[k] = (side.errorKinds[k] ?? 0) + v;
-  if (measured) side.rounds.push({ ops: phase.okOps, seconds: phase.elapsedS, cpuS: usage.serverCpuS });
+  if (measured) side.rounds.push({ ops: phase.okOps, seconds: phase.elapsedS, cpuS: usage.serverCpuS, stealPct: usage.stealCpuPct });
 }
 
 const describe = (r: Round): string => {
   const cpu = cpuUsPerOp(r);
-  return `${Math.round(opsPerS(r))} ops/s${cpu === null ? '' : ` ${Math.round(cpu)} µs/op`}`;
+  return `${Math.round(opsPerS(r))} ops/s${cpu === null ? '' : ` ${Math.round(cpu)} µs/op`}${r.stealPct === null ? '' : ` steal ${Math.round(r.stealPct)}%`}`;
 };
 
 /** Median, range and wins of the per-round ratios B/A (higher is better for `better: 'up'`). */
@@ -183,7 +189,7 @@ try {
   const row = (s: Side, i: number) => {
     const t = total(s);
     const us = cpuUsPerOp(t);
-    return `| ${s.name} | ${Math.round(opsPerS(t)).toLocaleString('en-US')} | ${us === null ? '–' : round(us, 1)} | ${s.errors} | ${ledgers[i]!.mismatches} / ${ledgers[i]!.scopes} |`;
+    return `| ${s.name} | ${Math.round(opsPerS(t)).toLocaleString('en-US')} | ${us === null ? '–' : round(us, 1)} | ${t.stealPct === null ? '–' : Math.round(t.stealPct)} | ${s.errors} | ${ledgers[i]!.mismatches} / ${ledgers[i]!.scopes} |`;
   };
   const md = [
     `## A/B: ${backend.name} ${op}, ${connections} connections, depth ${depth}, ${tenantCount} tenant(s), ${rounds} rounds of ${seconds} s each`,
@@ -191,8 +197,8 @@ try {
     `A: ${A.entry}${Object.keys(A.env).length ? ` ${JSON.stringify(A.env)}` : ''}`,
     `B: ${B.entry}${Object.keys(B.env).length ? ` ${JSON.stringify(B.env)}` : ''}`,
     '',
-    '| build | ops/s | server CPU µs/op | errors | ledger mismatches |',
-    '|---|---:|---:|---:|---:|',
+    '| build | ops/s | server CPU µs/op | steal % | errors | ledger mismatches |',
+    '|---|---:|---:|---:|---:|---:|',
     row(A, 0),
     row(B, 1),
     '',

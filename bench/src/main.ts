@@ -270,12 +270,19 @@ async function runBenchmarks(ctx: RunContext, outDir: string): Promise<number> {
   const file = join(outDir, `${startedAt.toISOString().replace(/[:.]/g, '-')}${args.quick ? '-quick' : ''}.json`);
   writeFileSync(file, JSON.stringify(report, null, 2) + '\n');
 
-  const others = [...results.map((r) => r.otherCpuPct), ...ceilings.map((c) => c.otherCpuPct)].filter((v): v is number => v !== null);
-  const busiest = others.length ? Math.max(...others) : 0;
-  const noise =
+  const measured = [...results, ...ceilings];
+  const busiestOf = (pick: (r: { otherCpuPct: number | null; stealCpuPct?: number | null }) => number | null | undefined) =>
+    Math.max(0, ...measured.map(pick).filter((v): v is number => typeof v === 'number'));
+  const busiest = busiestOf((r) => r.otherCpuPct);
+  const steal = busiestOf((r) => r.stealCpuPct);
+  const noise = [
     busiest > 25
       ? `Warning: other processes on the machine used up to ${Math.round(busiest)}% of a core during measured runs (column "other CPU %"); the figures of those cells are depressed accordingly.`
-      : `Other processes on the machine used at most ${Math.round(busiest)}% of a core during measured runs.`;
+      : `Other processes on the machine used at most ${Math.round(busiest)}% of a core during measured runs.`,
+    steal > 25
+      ? `Warning: the hypervisor took up to ${Math.round(steal)}% of a core from this machine during measured runs (column "steal %"); those cells ran on a slower machine.`
+      : `The hypervisor took at most ${Math.round(steal)}% of a core during measured runs (steal).`,
+  ].join(' ');
   const md = [
     `## Cycles benchmark (${report.mode}, ${report.startedAt})`,
     '',

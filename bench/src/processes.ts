@@ -194,14 +194,20 @@ function processCpuS(pid: number): number | null {
   }
 }
 
-/** Busy and total CPU seconds of the whole machine (all cores), from /proc/stat. */
-function machineCpuS(): { busy: number; total: number } | null {
+/**
+ * CPU seconds of the whole machine (all cores), from /proc/stat: busy (this machine's own work),
+ * idle (no thread wanted a core) and steal (a thread wanted a core and the hypervisor ran another
+ * guest on it). On a shared vCPU steal is a machine slower than it looks, not work of ours.
+ */
+function machineCpuS(): { busy: number; idle: number; steal: number } | null {
   try {
     const line = readFileSync('/proc/stat', 'utf8').split('\n')[0]!;
+    // user nice system idle iowait irq softirq steal
     const v = line.trim().split(/\s+/).slice(1, 9).map(Number);
-    const total = v.reduce((a, b) => a + b, 0);
     const idle = v[3]! + v[4]!;
-    return { busy: (total - idle) / USER_HZ, total: total / USER_HZ };
+    const steal = v[7] ?? 0;
+    const total = v.reduce((a, b) => a + b, 0);
+    return { busy: (total - idle - steal) / USER_HZ, idle: idle / USER_HZ, steal: steal / USER_HZ };
   } catch {
     return null;
   }
@@ -233,6 +239,10 @@ export interface Usage {
   clientCpuPct: number;
   /** CPU of everything else on the machine, in % of one core: other work that competed for the cores. */
   otherCpuPct: number | null;
+  /** Time the hypervisor gave this machine's cores to other guests while ours wanted them, in % of one core. */
+  stealCpuPct: number | null;
+  /** Time no thread on the machine wanted a core, in % of one core (at most 100 × cores). */
+  idleCpuPct: number | null;
   /** Server CPU seconds used during the window (for CPU time per operation). */
   serverCpuS: number | null;
 }
@@ -291,6 +301,8 @@ export class ProcessMonitor {
       serverCpuPct: serverCpuS === null ? null : pctOf(serverCpuS),
       clientCpuPct: pctOf(clientCpuS),
       otherCpuPct: otherCpuS === null ? null : pctOf(otherCpuS),
+      stealCpuPct: this.machine0 && machine1 ? pctOf(machine1.steal - this.machine0.steal) : null,
+      idleCpuPct: this.machine0 && machine1 ? pctOf(machine1.idle - this.machine0.idle) : null,
       serverCpuS,
     };
   }

@@ -39,10 +39,15 @@ export interface CellResult {
   ledger: LedgerCheck | null;
   rssMaxMb: number | null;
   rssMeanMb: number | null;
-  /** CPU during the measured run, in % of one core: the server, the load generator, everything else. */
+  /**
+   * CPU during the measured run, in % of one core: the server, the load generator, everything
+   * else, what the hypervisor took (steal) and what nobody used (idle).
+   */
   serverCpuPct: number | null;
   clientCpuPct: number;
   otherCpuPct: number | null;
+  stealCpuPct: number | null;
+  idleCpuPct: number | null;
   /** Server CPU time per successful operation: a cost that competing load on the machine hardly moves. */
   serverCpuUsPerOp: number | null;
   startupMs: number;
@@ -63,6 +68,8 @@ export interface CeilingResult {
   serverCpuUsPerReq: number | null;
   clientCpuPct: number;
   otherCpuPct: number | null;
+  stealCpuPct: number | null;
+  idleCpuPct: number | null;
 }
 
 export interface RunContext {
@@ -128,6 +135,8 @@ function toResult(cell: Cell, label: string, res: PhaseResult, extra: { ledger: 
     serverCpuPct: extra.usage.serverCpuPct,
     clientCpuPct: extra.usage.clientCpuPct,
     otherCpuPct: extra.usage.otherCpuPct,
+    stealCpuPct: extra.usage.stealCpuPct,
+    idleCpuPct: extra.usage.idleCpuPct,
     serverCpuUsPerOp: extra.usage.serverCpuS !== null && res.okOps > 0 ? Math.round((extra.usage.serverCpuS / res.okOps) * 1e7) / 10 : null,
     startupMs: Math.round(extra.startupMs),
     elapsedS: res.elapsedS,
@@ -140,7 +149,7 @@ export function failedResult(cell: Cell, reason: string, startupMs = 0): CellRes
     backend: cell.backend.name, op: cell.op, label: OP_LABEL[cell.op], connections: cell.connections, depth: cell.depth, tenants: cell.tenants,
     status: 'failed', reason, opsPerS: 0, requestsPerS: 0, ceilingRps: null, ratio: null, latencyMs: none, requestLatencyMs: none,
     okOps: 0, errors: 1, errorKinds: { [reason.slice(0, 120)]: 1 }, reconciled: 0, ledger: null, rssMaxMb: null, rssMeanMb: null,
-    serverCpuPct: null, clientCpuPct: 0, otherCpuPct: null, serverCpuUsPerOp: null, startupMs, elapsedS: 0,
+    serverCpuPct: null, clientCpuPct: 0, otherCpuPct: null, stealCpuPct: null, idleCpuPct: null, serverCpuUsPerOp: null, startupMs, elapsedS: 0,
   };
 }
 
@@ -287,5 +296,7 @@ export async function runCeilingCell(ceiling: Started, method: 'GET' | 'POST', c
     serverCpuUsPerReq: usage.serverCpuS !== null && res.responses > 0 ? Math.round((usage.serverCpuS / res.responses) * 1e7) / 10 : null,
     clientCpuPct: usage.clientCpuPct,
     otherCpuPct: usage.otherCpuPct,
+    stealCpuPct: usage.stealCpuPct,
+    idleCpuPct: usage.idleCpuPct,
   };
 }
