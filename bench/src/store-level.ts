@@ -3,17 +3,22 @@
  * (in this process), for changes to the store whose effect the HTTP benchmark's noise would hide.
  *
  *   npm run bench:store -- [--tenants 1|100] [--concurrency 50] [--duration 6] [--checkpoint-ms 50]
- *                          [--sync normal|full]
+ *                          [--sync normal|full] [--dist <packages/server/dist>] [--b <other dist> --rounds 12]
  *
  * Prints reserves/s and the latency of each reserve (p50, p99, max), from the call to its group's
  * commit. Depth 3 (tenant, workspace, app), as in the HTTP benchmark's target cells.
+ *
+ * With --b, two builds' stores (--dist, default this checkout's, and --b) run in this one process
+ * in alternating bursts of --duration seconds (A B, B A, ...), and the per-round ratios B/A of
+ * reserves/s and of this process's CPU time per reserve are printed: a store change of a few
+ * percent that an HTTP A/B cannot separate from a shared vCPU's steal shows here.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { Samples } from './stats.js';
+import { percentile, round, Samples } from './stats.js';
 
 interface Reply {
   status: number;
@@ -34,6 +39,9 @@ const { values: args } = parseArgs({
     warmup: { type: 'string', default: '1' },
     'checkpoint-ms': { type: 'string', default: '50' },
     sync: { type: 'string', default: 'normal' },
+    dist: { type: 'string' },
+    b: { type: 'string' },
+    rounds: { type: 'string', default: '12' },
   },
 });
 const tenants = Number(args.tenants);
@@ -43,15 +51,29 @@ if (!(tenants >= 1 && concurrency >= 1 && checkpointMs >= 0) || (args.sync !== '
   throw new Error('--tenants and --concurrency must be at least 1, --checkpoint-ms at least 0, --sync normal or full');
 }
 
-const dist = join(dirname(fileURLToPath(import.meta.url)), '../../packages/server/dist');
-const load = (path: string): Promise<Record<string, unknown>> => import(pathToFileURL(join(dist, path)).href) as Promise<Record<string, unknown>>;
-const [{ SqliteStore }, { requestHash }, { deriveScopes }] = await Promise.all([load('store/sqlite/store.js'), load('ledger/ops/shared.js'), load('ledger/scopes.js')]);
-const hashOf = requestHash as (endpoint: string, body: unknown) => string;
-const scopesOf = deriveScopes as (subject: object) => unknown;
+const rounds = Number(args.rounds);
+if (!(Number.isInteger(rounds) && rounds >= 1)) throw new Error('--rounds must be a positive integer');
 
-const dir = mkdtempSync(join(tmpdir(), 'cycles-store-bench-'));
-const store = new (SqliteStore as new (o: object) => StoreLike)({ dataDir: dir, sync: args.sync, checkpointMs });
-try {
+// Paths are taken from the folder the command was typed in (npm runs this script in bench/).
+const typedIn = process.env.INIT_CWD ?? process.cwd();
+const ownDist = join(dirname(fileURLToPath(import.meta.url)), '../../packages/server/dist');
+const distOf = (path: string | undefined): string => (path === undefined ? ownDist : resolve(typedIn, path));
+
+interface Burst {
+  reserves: number;
+  seconds: number;
+  cpuUs: number;
+  latency: ReturnType<Samples['summary']>;
+}
+
+/** One build's SqliteStore on a fresh file, provisioned, with concurrent reserve loops that run only during a burst. */
+async function openBench(dist: string, name: string) {
+  const load = (path: string): Promise<Record<string, unknown>> => import(pathToFileURL(join(dist, path)).href) as Promise<Record<string, unknown>>;
+  const [{ SqliteStore }, { requestHash }, { deriveScopes }] = await Promise.all([load('store/sqlite/store.js'), load('ledger/ops/shared.js'), load('ledger/scopes.js')]);
+  const hashOf = requestHash as (endpoint: string, body: unknown) => string;
+  const scopesOf = deriveScopes as (subject: object) => unknown;
+  const dir = mkdtempSync(join(tmpdir(), 'cycles-store-bench-'));
+  const store = new (SqliteStore as new (o: object) => StoreLike)({ dataDir: dir, sync: args.sync, checkpointMs });
   const now = Date.now();
   for (let t = 0; t < tenants; t++) {
     const id = `bench-${t}`;
@@ -61,38 +83,79 @@ try {
     }
   }
   let next = 0;
-  let done = 0;
-  let stop = false;
-  let latencies = new Samples();
-  const client = async () => {
-    while (!stop) {
-      const i = next++;
-      const tenantId = `bench-${i % tenants}`;
-      const subject = { tenant: tenantId, workspace: 'w1', app: 'a2' };
-      const request = { idempotency_key: `k-${i}`, subject, action: { kind: 'llm.completion', name: 'bench' }, estimate: { unit: 'TOKENS', amount: 100 }, ttl_ms: 3_600_000 };
-      const t0 = performance.now();
-      const r = await store.reserve({ ctx: { actor: { type: 'system' } }, tenantId, request, scopes: scopesOf(subject), hash: hashOf('reserve', request) });
-      if (r.status !== 200) throw new Error(`reserve answered ${r.status}: ${r.body}`);
-      latencies.add(performance.now() - t0);
-      done++;
-    }
+  const burst = async (durationS: number): Promise<Burst> => {
+    let stop = false;
+    let reserves = 0;
+    const latencies = new Samples();
+    const client = async () => {
+      while (!stop) {
+        const i = next++;
+        const tenantId = `bench-${i % tenants}`;
+        const subject = { tenant: tenantId, workspace: 'w1', app: 'a2' };
+        const request = { idempotency_key: `k-${i}`, subject, action: { kind: 'llm.completion', name: 'bench' }, estimate: { unit: 'TOKENS', amount: 100 }, ttl_ms: 3_600_000 };
+        const t0 = performance.now();
+        const r = await store.reserve({ ctx: { actor: { type: 'system' } }, tenantId, request, scopes: scopesOf(subject), hash: hashOf('reserve', request) });
+        if (r.status !== 200) throw new Error(`${name}: reserve answered ${r.status}: ${r.body}`);
+        latencies.add(performance.now() - t0);
+        reserves++;
+      }
+    };
+    const cpu0 = process.cpuUsage();
+    const t0 = performance.now();
+    const clients = Promise.all(Array.from({ length: concurrency }, client));
+    await new Promise((r) => setTimeout(r, durationS * 1000));
+    stop = true;
+    await clients;
+    const cpu = process.cpuUsage(cpu0);
+    return { reserves, seconds: (performance.now() - t0) / 1000, cpuUs: cpu.user + cpu.system, latency: latencies.summary() };
   };
-  const clients = Promise.all(Array.from({ length: concurrency }, client));
-  await new Promise((r) => setTimeout(r, Number(args.warmup) * 1000));
-  done = 0;
-  latencies = new Samples();
-  const t0 = performance.now();
-  await new Promise((r) => setTimeout(r, Number(args.duration) * 1000));
-  const seconds = (performance.now() - t0) / 1000;
-  const ops = done;
-  const latency = latencies.summary();
-  stop = true;
-  await clients;
-  console.log(
-    `sqlite (${args.sync}) store level, ${tenants} tenant(s), ${concurrency} concurrent, checkpoint thread ${checkpointMs > 0 ? `every ${checkpointMs} ms` : 'off'}: ` +
-      `${Math.round(ops / seconds)} reserves/s, p50 ${latency.p50} p99 ${latency.p99} max ${latency.max} ms`,
-  );
-} finally {
-  await store.close();
-  rmSync(dir, { recursive: true, force: true });
+  const close = async () => {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  return { name, dist, burst, close };
+}
+
+const setting = `sqlite (${args.sync}) store level, ${tenants} tenant(s), ${concurrency} concurrent, checkpoint thread ${checkpointMs > 0 ? `every ${checkpointMs} ms` : 'off'}`;
+const warmupS = Number(args.warmup);
+const durationS = Number(args.duration);
+const perS = (b: Burst) => b.reserves / b.seconds;
+const cpuPer = (b: Burst) => b.cpuUs / Math.max(1, b.reserves);
+
+if (args.b === undefined) {
+  const a = await openBench(distOf(args.dist), 'A');
+  try {
+    if (warmupS > 0) await a.burst(warmupS);
+    const m = await a.burst(durationS);
+    console.log(`${setting}: ${Math.round(perS(m))} reserves/s, p50 ${m.latency.p50} p99 ${m.latency.p99} max ${m.latency.max} ms`);
+  } finally {
+    await a.close();
+  }
+} else {
+  const sides = [await openBench(distOf(args.dist), 'A'), await openBench(distOf(args.b), 'B')] as const;
+  const results: [Burst[], Burst[]] = [[], []];
+  try {
+    for (const side of sides) if (warmupS > 0) await side.burst(warmupS);
+    for (let i = 0; i < rounds; i++) {
+      const order = i % 2 === 0 ? [0, 1] : [1, 0];
+      for (const k of order) results[k as 0 | 1].push(await sides[k as 0 | 1].burst(durationS));
+      const [a, b] = [results[0].at(-1)!, results[1].at(-1)!];
+      console.error(`round ${i + 1}/${rounds}: A ${Math.round(perS(a))}/s ${Math.round(cpuPer(a))} µs | B ${Math.round(perS(b))}/s ${Math.round(cpuPer(b))} µs`);
+    }
+  } finally {
+    for (const side of sides) await side.close();
+  }
+  const ratio = (f: (b: Burst) => number) => {
+    const r = results[0].map((a, i) => f(results[1][i]!) / f(a)).sort((x, y) => x - y);
+    return { median: round(percentile(Float64Array.from(r), 0.5), 3), min: round(r[0]!, 3), max: round(r.at(-1)!, 3), above: r.filter((v) => v > 1).length };
+  };
+  const sum = (bs: Burst[], f: (b: Burst) => number) => bs.reduce((n, b) => n + f(b), 0);
+  const tput = ratio(perS);
+  const cpu = ratio(cpuPer);
+  console.log(`${setting}, ${rounds} alternating rounds of ${durationS} s`);
+  for (const [k, side] of sides.entries()) {
+    const bs = results[k]!;
+    console.log(`${side.name} (${side.dist}): ${Math.round(sum(bs, (b) => b.reserves) / sum(bs, (b) => b.seconds))} reserves/s, ${round(sum(bs, (b) => b.cpuUs) / sum(bs, (b) => b.reserves), 1)} µs of CPU per reserve`);
+  }
+  console.log(`Per round, B/A: reserves/s median ${tput.median} (range ${tput.min}–${tput.max}, B ahead in ${tput.above} of ${rounds}); CPU per reserve median ${cpu.median} (range ${cpu.min}–${cpu.max}, B cheaper in ${rounds - cpu.above} of ${rounds}).`);
 }

@@ -30,13 +30,17 @@ export interface ViewHost {
   written: EventRecord[];
 }
 
-const RESERVATION_INSERT = `INSERT INTO reservations (${Object.keys(
+/**
+ * reservationToRow's columns in its order. The insert binds a row's values by position
+ * (Object.values keeps that order): better-sqlite3 binds 33 named parameters a few µs slower.
+ */
+const RESERVATION_ROW_COLUMNS = Object.keys(
   reservationToRow({ subject: {}, action: {}, affected_scopes: [], budgeted_scopes: [] } as unknown as ReservationRecord),
-).join(',')}) VALUES (${Object.keys(
-  reservationToRow({ subject: {}, action: {}, affected_scopes: [], budgeted_scopes: [] } as unknown as ReservationRecord),
-)
-  .map((c) => '@' + c)
-  .join(',')})`;
+);
+const RESERVATION_INSERT = `INSERT INTO reservations (${RESERVATION_ROW_COLUMNS.join(',')}) VALUES (${RESERVATION_ROW_COLUMNS.map(() => '?').join(',')})`;
+const insertReservationRow = (host: ViewHost, r: ReservationRecord): void => {
+  host.stmt(RESERVATION_INSERT).run(Object.values(reservationToRow(r)));
+};
 
 const IDEMPOTENCY_PUT = `INSERT OR REPLACE INTO idempotency (tenant_id, endpoint, key, request_hash, status, body, reservation_id, created_at, expires_at)
   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`;
@@ -220,7 +224,7 @@ export class GroupView implements LedgerView {
     const host = this.host;
     for (const v of this.reservations.values()) {
       if (!v || v.stored === v.current) continue;
-      if (v.stored === undefined) host.stmt(RESERVATION_INSERT).run(reservationToRow(v.current));
+      if (v.stored === undefined) insertReservationRow(host, v.current);
       else reservationUpdate.run(host, v.stored, v.current);
     }
     for (const list of this.budgetsAt.values()) {
@@ -379,7 +383,7 @@ export class DirectView implements LedgerView {
   }
 
   insertReservation(r: ReservationRecord): void {
-    this.host.stmt(RESERVATION_INSERT).run(reservationToRow(r));
+    insertReservationRow(this.host, r);
   }
 
   updateReservation(r: ReservationRecord): void {
