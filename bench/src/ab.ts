@@ -157,6 +157,25 @@ function ratios(a: number[], b: number[], better: 'up' | 'down'): { median: numb
   };
 }
 
+/**
+ * Throughput with nothing stolen: a least-squares line of each round's ops/s against the steal
+ * during it (ops/s = at0 + perPct × steal), for machines whose steal moves from round to round.
+ * Null without steal figures, with fewer than four rounds, or when the steal hardly varied.
+ */
+function atZeroSteal(rounds: Round[]): { at0: number; perPct: number; residualSd: number } | null {
+  const pts = rounds.filter((r) => r.stealPct !== null).map((r) => [r.stealPct!, opsPerS(r)] as const);
+  if (pts.length < 4) return null;
+  const mean = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length;
+  const mx = mean(pts.map((p) => p[0]));
+  const my = mean(pts.map((p) => p[1]));
+  const sxx = pts.reduce((n, [x]) => n + (x - mx) ** 2, 0);
+  if (sxx / pts.length < 25) return null; // steal within about ±5% of a core: the plain figures say it
+  const perPct = pts.reduce((n, [x, y]) => n + (x - mx) * (y - my), 0) / sxx;
+  const at0 = my - perPct * mx;
+  const residualSd = Math.sqrt(mean(pts.map(([x, y]) => (y - at0 - perPct * x) ** 2)));
+  return { at0: round(at0, 0), perPct: round(perPct, 1), residualSd: round(residualSd, 0) };
+}
+
 process.on('SIGINT', () => {
   killAll();
   process.exit(130);
@@ -186,6 +205,12 @@ try {
   const tput = ratios(A.rounds.map(opsPerS), B.rounds.map(opsPerS), 'up');
   const withCpu = A.rounds.map((r, i) => [cpuUsPerOp(r), cpuUsPerOp(B.rounds[i]!)]).filter((p): p is [number, number] => p[0] !== null && p[1] !== null);
   const cpu = ratios(withCpu.map((p) => p[0]), withCpu.map((p) => p[1]), 'down');
+  const fits = [atZeroSteal(A.rounds), atZeroSteal(B.rounds)] as const;
+  const stealLine =
+    fits[0] && fits[1]
+      ? `With nothing stolen (a line of ops/s against steal over each build's rounds): A ${fits[0].at0.toLocaleString('en-US')} ops/s (${fits[0].perPct} per % of a core stolen, residual sd ${fits[0].residualSd}), ` +
+        `B ${fits[1].at0.toLocaleString('en-US')} (${fits[1].perPct}, sd ${fits[1].residualSd}): B/A ${round(fits[1].at0 / fits[0].at0, 3)}.`
+      : undefined;
   const row = (s: Side, i: number) => {
     const t = total(s);
     const us = cpuUsPerOp(t);
@@ -204,13 +229,14 @@ try {
     '',
     `Per round, B/A: throughput median ${tput.median} (range ${tput.min}–${tput.max}, B ahead in ${tput.bAhead} of ${rounds}); ` +
       `CPU per operation median ${cpu.median} (range ${cpu.min}–${cpu.max}, B cheaper in ${cpu.bAhead} of ${withCpu.length}).`,
+    ...(stealLine ? ['', stealLine] : []),
   ].join('\n');
   process.stdout.write(md + '\n');
   const outDir = resolve(args.out ?? join(repoRoot, 'bench/results'));
   mkdirSync(outDir, { recursive: true });
   const file = join(outDir, `${new Date().toISOString().replace(/[:.]/g, '-')}-ab.json`);
   const strip = ({ server: _s, driver: _d, tenants: _t, ...rest }: Side) => rest;
-  writeFileSync(file, JSON.stringify({ backend: backend.name, op, connections, depth, tenants: tenantCount, rounds, seconds, sides: sides.map(strip), ledgers, throughputRatio: tput, cpuRatio: cpu }, null, 2));
+  writeFileSync(file, JSON.stringify({ backend: backend.name, op, connections, depth, tenants: tenantCount, rounds, seconds, sides: sides.map(strip), ledgers, throughputRatio: tput, cpuRatio: cpu, atZeroSteal: { A: fits[0], B: fits[1] } }, null, 2));
   log(`JSON: ${file}`);
   if (sides.some((s) => s.errors > 0) || ledgers.some((l) => l.mismatches > 0)) {
     for (const s of sides) if (s.errors > 0) log(`${s.name}: ${s.errors} failed requests: ${JSON.stringify(s.errorKinds)}`);
