@@ -18,6 +18,8 @@ import { budgetToRow, reservationToRow, tenantToRow } from '../../src/store/sqli
 import { SCHEMA_VERSION } from '../../src/store/sqlite/schema.js';
 import { SqliteStore } from '../../src/store/sqlite/store.js';
 import { IDLE_PASS_MAX_MS, nextPassDelay } from '../../src/store/sqlite/checkpointer.js';
+import { CALLS_PER_MESSAGE, openSqliteThread } from '../../src/store/sqlite/thread.js';
+import type { Worker } from 'node:worker_threads';
 
 const dirs: string[] = [];
 const tempDir = () => {
@@ -420,6 +422,36 @@ describe('commit group', () => {
       const budgetRow = await store.getBudget('tenant:t1/workspace:w', 'TOKENS');
       assert.deepEqual([budgetRow?.reserved, budgetRow?.spent], [5, 4]);
       assert.equal((await store.getReservation(id))?.status, 'COMMITTED');
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+describe('store thread', () => {
+  test(`the calls of one turn leave in messages of at most ${CALLS_PER_MESSAGE}; a read in a later message still sees the writes sent before it`, async () => {
+    const { store } = await openSqliteThread({ dataDir: tempDir(), sync: 'normal', checkpointMs: 0 });
+    try {
+      await store.createTenant({ tenant_id: 't1', name: 'T1', status: 'ACTIVE', created_at: NOW });
+      await store.createBudget(budget('tenant:t1', 1e6));
+      const worker = (store as unknown as { thread: Worker }).thread;
+      const sizes: number[] = [];
+      const post = worker.postMessage.bind(worker);
+      worker.postMessage = (calls: unknown[]) => {
+        sizes.push(calls.length);
+        post(calls);
+      };
+      const writes = 2 * CALLS_PER_MESSAGE + 1;
+      const reserves = Array.from({ length: writes }, (_, i) => store.reserve(reserveCmd({ tenant: 't1' }, 10, `turn-${i}`)));
+      const read = store.getBudget('tenant:t1', 'TOKENS');
+      const results = await Promise.all(reserves);
+      assert.deepEqual(
+        results.map((r) => r.status),
+        Array.from({ length: writes }, () => 200),
+      );
+      // The read left in the last message, behind the writes of the earlier ones, and waited for their group.
+      assert.equal((await read)?.reserved, 10 * writes);
+      assert.deepEqual(sizes, [CALLS_PER_MESSAGE, CALLS_PER_MESSAGE, 2]);
     } finally {
       await store.close();
     }
