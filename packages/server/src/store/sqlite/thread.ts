@@ -9,10 +9,10 @@
  *
  * The calls made during one turn of the request thread's loop travel in messages of at most
  * CALLS_PER_MESSAGE calls; in the store thread, writes join whichever commit group is queued
- * there and reads wait for it
- * (thread-worker.ts), and a reply leaves only after its group committed. Every Store method (and
- * the StoreOps gauges) is forwarded; the values are structured-cloned, the errors rebuilt with
- * their codes (wire.ts), so 503 mapping, readiness and idempotency behave exactly as in-process.
+ * there and reads wait for it (thread-worker.ts), and a reply leaves only after its group
+ * committed. Every Store method (and the StoreOps gauges) is forwarded; the values are
+ * structured-cloned, the errors rebuilt with their codes (wire.ts), so 503 mapping, readiness and
+ * idempotency behave exactly as in-process.
  */
 import type { EventRecord } from '../../events/model.js';
 import type { StoreOps } from '../ops.js';
