@@ -26,7 +26,7 @@ import { BACKENDS, OPS, type Backend, type Op } from './plan.js';
 import { killAll, ProcessMonitor, serverEntryAt, setNiceness, type Started } from './processes.js';
 import { Admin, type Tenant } from './provision.js';
 import { requestsFor, startBackend } from './runner.js';
-import { percentile, round } from './stats.js';
+import { ratios, round } from './stats.js';
 import { checkLedger, Driver, Phase } from './workload.js';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
@@ -144,18 +144,6 @@ const describe = (r: Round): string => {
   const cpu = cpuUsPerOp(r);
   return `${Math.round(opsPerS(r))} ops/s${cpu === null ? '' : ` ${Math.round(cpu)} µs/op`}${r.stealPct === null ? '' : ` steal ${Math.round(r.stealPct)}%`}`;
 };
-
-/** Median, range and wins of the per-round ratios B/A (higher is better for `better: 'up'`). */
-function ratios(a: number[], b: number[], better: 'up' | 'down'): { median: number; min: number; max: number; bAhead: number } {
-  const r = a.map((x, i) => b[i]! / x).filter((v) => Number.isFinite(v));
-  const sorted = [...r].sort((x, y) => x - y);
-  return {
-    median: round(sorted.length > 0 ? percentile(Float64Array.from(sorted), 0.5) : NaN, 3),
-    min: round(sorted[0] ?? NaN, 3),
-    max: round(sorted.at(-1) ?? NaN, 3),
-    bAhead: r.filter((v) => (better === 'up' ? v > 1 : v < 1)).length,
-  };
-}
 
 /**
  * Throughput with nothing stolen: a least-squares line of each round's ops/s against the steal

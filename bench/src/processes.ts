@@ -148,12 +148,14 @@ const UNLIMITED = { CYCLES_RATE_LIMIT_PER_IP: '100000000', CYCLES_RATE_LIMIT_PER
 export const OWN_SERVER = fileURLToPath(new URL('../../packages/server/dist/cli/main.js', import.meta.url));
 
 /**
- * The server build at `path` (default: this repository's), checked to exist. A relative path is
- * taken from where `npm run` was typed (npm's INIT_CWD), not from bench/, where npm runs the
- * workspace's script.
+ * A path given on the command line, relative to where `npm run` was typed (npm's INIT_CWD), not
+ * to bench/, where npm runs the workspace's script.
  */
+export const typedPath = (path: string): string => resolve(process.env.INIT_CWD ?? process.cwd(), path);
+
+/** The server build at `path` (default: this repository's), checked to exist. */
 export function serverEntryAt(path: string | undefined): string {
-  const entry = path === undefined ? OWN_SERVER : resolve(process.env.INIT_CWD ?? process.cwd(), path);
+  const entry = path === undefined ? OWN_SERVER : typedPath(path);
   if (!existsSync(entry)) throw new Error(`server not built: ${entry} is missing (run npm run build at the repository root)`);
   return entry;
 }

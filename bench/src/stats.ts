@@ -56,3 +56,18 @@ export function median(values: number[]): number | null {
   const mid = Math.floor(s.length / 2);
   return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
+
+/**
+ * Median, range and wins of the per-round ratios B/A of two builds' alternating bursts (B is ahead
+ * in a round when its ratio is above 1 for `better: 'up'`, below 1 for `'down'`).
+ */
+export function ratios(a: number[], b: number[], better: 'up' | 'down'): { median: number; min: number; max: number; bAhead: number } {
+  const r = a.map((x, i) => b[i]! / x).filter((v) => Number.isFinite(v));
+  const sorted = [...r].sort((x, y) => x - y);
+  return {
+    median: round(sorted.length > 0 ? percentile(Float64Array.from(sorted), 0.5) : NaN, 3),
+    min: round(sorted[0] ?? NaN, 3),
+    max: round(sorted.at(-1) ?? NaN, 3),
+    bAhead: r.filter((v) => (better === 'up' ? v > 1 : v < 1)).length,
+  };
+}

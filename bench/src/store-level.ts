@@ -15,10 +15,11 @@
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { percentile, round, Samples } from './stats.js';
+import { typedPath } from './processes.js';
+import { ratios, round, Samples } from './stats.js';
 
 interface Reply {
   status: number;
@@ -54,10 +55,8 @@ if (!(tenants >= 1 && concurrency >= 1 && checkpointMs >= 0) || (args.sync !== '
 const rounds = Number(args.rounds);
 if (!(Number.isInteger(rounds) && rounds >= 1)) throw new Error('--rounds must be a positive integer');
 
-// Paths are taken from the folder the command was typed in (npm runs this script in bench/).
-const typedIn = process.env.INIT_CWD ?? process.cwd();
 const ownDist = join(dirname(fileURLToPath(import.meta.url)), '../../packages/server/dist');
-const distOf = (path: string | undefined): string => (path === undefined ? ownDist : resolve(typedIn, path));
+const distOf = (path: string | undefined): string => (path === undefined ? ownDist : typedPath(path));
 
 interface Burst {
   reserves: number;
@@ -145,17 +144,13 @@ if (args.b === undefined) {
   } finally {
     for (const side of sides) await side.close();
   }
-  const ratio = (f: (b: Burst) => number) => {
-    const r = results[0].map((a, i) => f(results[1][i]!) / f(a)).sort((x, y) => x - y);
-    return { median: round(percentile(Float64Array.from(r), 0.5), 3), min: round(r[0]!, 3), max: round(r.at(-1)!, 3), above: r.filter((v) => v > 1).length };
-  };
   const sum = (bs: Burst[], f: (b: Burst) => number) => bs.reduce((n, b) => n + f(b), 0);
-  const tput = ratio(perS);
-  const cpu = ratio(cpuPer);
+  const tput = ratios(results[0].map(perS), results[1].map(perS), 'up');
+  const cpu = ratios(results[0].map(cpuPer), results[1].map(cpuPer), 'down');
   console.log(`${setting}, ${rounds} alternating rounds of ${durationS} s`);
   for (const [k, side] of sides.entries()) {
     const bs = results[k]!;
     console.log(`${side.name} (${side.dist}): ${Math.round(sum(bs, (b) => b.reserves) / sum(bs, (b) => b.seconds))} reserves/s, ${round(sum(bs, (b) => b.cpuUs) / sum(bs, (b) => b.reserves), 1)} µs of CPU per reserve`);
   }
-  console.log(`Per round, B/A: reserves/s median ${tput.median} (range ${tput.min}–${tput.max}, B ahead in ${tput.above} of ${rounds}); CPU per reserve median ${cpu.median} (range ${cpu.min}–${cpu.max}, B cheaper in ${rounds - cpu.above} of ${rounds}).`);
+  console.log(`Per round, B/A: reserves/s median ${tput.median} (range ${tput.min}–${tput.max}, B ahead in ${tput.bAhead} of ${rounds}); CPU per reserve median ${cpu.median} (range ${cpu.min}–${cpu.max}, B cheaper in ${cpu.bAhead} of ${rounds}).`);
 }
