@@ -10,6 +10,7 @@ import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync }
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import type { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { requestHash } from '../../src/ledger/ops/shared.js';
 import { deriveScopes, type Subject } from '../../src/ledger/scopes.js';
@@ -19,7 +20,6 @@ import { SCHEMA_VERSION } from '../../src/store/sqlite/schema.js';
 import { SqliteStore } from '../../src/store/sqlite/store.js';
 import { IDLE_PASS_MAX_MS, nextPassDelay } from '../../src/store/sqlite/checkpointer.js';
 import { CALLS_PER_MESSAGE, openSqliteThread } from '../../src/store/sqlite/thread.js';
-import type { Worker } from 'node:worker_threads';
 
 const dirs: string[] = [];
 const tempDir = () => {

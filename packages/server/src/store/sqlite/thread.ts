@@ -115,13 +115,16 @@ export async function openSqliteThread(opts: SqliteThreadOptions): Promise<{ sto
     });
   });
 
-  // At the end of the turn, or earlier once CALLS_PER_MESSAGE calls wait (see there).
-  const flush = () => {
-    scheduled = false;
-    if (queue.length === 0) return;
+  const send = () => {
     const calls = queue;
     queue = [];
     worker.postMessage(calls);
+  };
+  // At the end of the turn, or earlier once CALLS_PER_MESSAGE calls wait (see there): the end of
+  // the turn then sends what came after, if anything.
+  const flush = () => {
+    scheduled = false;
+    if (queue.length > 0) send();
   };
   const call = (method: string, args: unknown[], ops?: true): Promise<unknown> => {
     if (gone) return Promise.reject(gone);
@@ -130,11 +133,8 @@ export async function openSqliteThread(opts: SqliteThreadOptions): Promise<{ sto
       if (waiting.size === 0) worker.ref();
       waiting.add(id, { resolve, reject });
       queue.push(ops ? { id, method, args, ops } : { id, method, args });
-      if (queue.length >= CALLS_PER_MESSAGE) {
-        flush();
-        return;
-      }
-      if (!scheduled) {
+      if (queue.length >= CALLS_PER_MESSAGE) send();
+      else if (!scheduled) {
         scheduled = true;
         setImmediate(flush);
       }
