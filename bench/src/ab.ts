@@ -13,7 +13,8 @@
  *          --op reserve|lifecycle|decide|balances  --connections 50  --depth 3  --tenants 1
  *          --rounds 12  --seconds 2  --warmup 2  --nice=<n>  --out <dir>
  *
- * Prints, for each build, operations per second and the server's CPU time per operation over all
+ * Prints, for each build, operations per second, the server's CPU time per operation and that of
+ * everything else but the load generator (with Redis or PostgreSQL, mostly that server's) over all
  * its bursts, and the ratio B/A of each round: its median, its range and in how many rounds B
  * was ahead. Each server's ledger is checked at the end; any failed request or mismatch exits 1.
  */
@@ -85,13 +86,16 @@ const warmupS = positive('warmup', false);
 if (args.nice !== undefined) setNiceness(Number(args.nice));
 
 /**
- * One measured burst: successful operations, seconds, the server's CPU seconds and the steal (the
- * hypervisor's share, in % of one core) during it; null: unreadable.
+ * One measured burst: successful operations, seconds, the server's CPU seconds, the CPU seconds of
+ * everything else but the load generator (with Redis or PostgreSQL, mostly that server's own work
+ * for the operations) and the steal (the hypervisor's share, in % of one core) during it; null:
+ * unreadable.
  */
 interface Round {
   ops: number;
   seconds: number;
   cpuS: number | null;
+  otherCpuS: number | null;
   stealPct: number | null;
 }
 
@@ -109,11 +113,13 @@ interface Side {
 
 const opsPerS = (r: Round): number => (r.seconds > 0 ? r.ops / r.seconds : 0);
 const cpuUsPerOp = (r: Round): number | null => (r.cpuS !== null && r.ops > 0 ? (r.cpuS / r.ops) * 1e6 : null);
+const otherUsPerOp = (r: Round): number | null => (r.otherCpuS !== null && r.ops > 0 ? (r.otherCpuS / r.ops) * 1e6 : null);
 /** All of a side's bursts as one. */
 const total = (s: Side): Round => ({
   ops: s.rounds.reduce((n, r) => n + r.ops, 0),
   seconds: s.rounds.reduce((n, r) => n + r.seconds, 0),
   cpuS: s.rounds.some((r) => r.cpuS === null) ? null : s.rounds.reduce((n, r) => n + r.cpuS!, 0),
+  otherCpuS: s.rounds.some((r) => r.otherCpuS === null) ? null : s.rounds.reduce((n, r) => n + r.otherCpuS!, 0),
   // Weighted by each burst's length: the steal over all of a side's bursts.
   stealPct: s.rounds.some((r) => r.stealPct === null) ? null : s.rounds.reduce((n, r) => n + r.stealPct! * r.seconds, 0) / Math.max(1e-9, s.rounds.reduce((n, r) => n + r.seconds, 0)),
 });
@@ -137,12 +143,13 @@ async function burst(side: Side, durationS: number, measured: boolean): Promise<
   await side.driver!.reconcile(phase);
   side.errors += phase.errors;
   for (const [k, v] of phase.errorKinds) side.errorKinds[k] = (side.errorKinds[k] ?? 0) + v;
-  if (measured) side.rounds.push({ ops: phase.okOps, seconds: phase.elapsedS, cpuS: usage.serverCpuS, stealPct: usage.stealCpuPct });
+  if (measured) side.rounds.push({ ops: phase.okOps, seconds: phase.elapsedS, cpuS: usage.serverCpuS, otherCpuS: usage.otherCpuS, stealPct: usage.stealCpuPct });
 }
 
 const describe = (r: Round): string => {
   const cpu = cpuUsPerOp(r);
-  return `${Math.round(opsPerS(r))} ops/s${cpu === null ? '' : ` ${Math.round(cpu)} µs/op`}${r.stealPct === null ? '' : ` steal ${Math.round(r.stealPct)}%`}`;
+  const other = otherUsPerOp(r);
+  return `${Math.round(opsPerS(r))} ops/s${cpu === null ? '' : ` ${Math.round(cpu)} µs/op`}${other === null ? '' : ` other ${Math.round(other)} µs/op`}${r.stealPct === null ? '' : ` steal ${Math.round(r.stealPct)}%`}`;
 };
 
 /**
@@ -202,7 +209,8 @@ try {
   const row = (s: Side, i: number) => {
     const t = total(s);
     const us = cpuUsPerOp(t);
-    return `| ${s.name} | ${Math.round(opsPerS(t)).toLocaleString('en-US')} | ${us === null ? '–' : round(us, 1)} | ${t.stealPct === null ? '–' : Math.round(t.stealPct)} | ${s.errors} | ${ledgers[i]!.mismatches} / ${ledgers[i]!.scopes} |`;
+    const other = otherUsPerOp(t);
+    return `| ${s.name} | ${Math.round(opsPerS(t)).toLocaleString('en-US')} | ${us === null ? '–' : round(us, 1)} | ${other === null ? '–' : round(other, 1)} | ${t.stealPct === null ? '–' : Math.round(t.stealPct)} | ${s.errors} | ${ledgers[i]!.mismatches} / ${ledgers[i]!.scopes} |`;
   };
   const md = [
     `## A/B: ${backend.name} ${op}, ${connections} connections, depth ${depth}, ${tenantCount} tenant(s), ${rounds} rounds of ${seconds} s each`,
@@ -210,8 +218,8 @@ try {
     `A: ${A.entry}${Object.keys(A.env).length ? ` ${JSON.stringify(A.env)}` : ''}`,
     `B: ${B.entry}${Object.keys(B.env).length ? ` ${JSON.stringify(B.env)}` : ''}`,
     '',
-    '| build | ops/s | server CPU µs/op | steal % | errors | ledger mismatches |',
-    '|---|---:|---:|---:|---:|---:|',
+    '| build | ops/s | server CPU µs/op | other CPU µs/op | steal % | errors | ledger mismatches |',
+    '|---|---:|---:|---:|---:|---:|---:|',
     row(A, 0),
     row(B, 1),
     '',

@@ -247,6 +247,8 @@ export interface Usage {
   idleCpuPct: number | null;
   /** Server CPU seconds used during the window (for CPU time per operation). */
   serverCpuS: number | null;
+  /** CPU seconds of everything else during the window: with Redis or PostgreSQL, mostly that server's. */
+  otherCpuS: number | null;
 }
 
 /**
@@ -306,6 +308,7 @@ export class ProcessMonitor {
       stealCpuPct: this.machine0 && machine1 ? pctOf(machine1.steal - this.machine0.steal) : null,
       idleCpuPct: this.machine0 && machine1 ? pctOf(machine1.idle - this.machine0.idle) : null,
       serverCpuS,
+      otherCpuS,
     };
   }
 }
