@@ -55,28 +55,51 @@ if (!process.env[URL_VAR]) {
       await redis?.cleanup();
     });
 
-    test("the scripts' JSON strings and balances equal JSON.stringify's, with and without characters to escape", async () => {
+    test("the scripts' JSON strings (with and without characters to escape), balances and scope arrays equal JSON.stringify's", async () => {
       const { LIB } = await import('../../src/store/redis/lua/lib.js');
       const c = createClient({ url: process.env[URL_VAR] });
       await c.connect();
       try {
+        const run = async (s: string, scope: string): Promise<[string, string, string]> =>
+          (await c.eval(
+            `${LIB}
+            local b = { scope = ARGV[2], unit = 'TOKENS', allocated = 10, reserved = 3, spent = 2, debt = 1, limit = 5, over = true }
+            return { jstr(ARGV[1]), balances_json({ b }), scopes_array({ ARGV[2], ARGV[2] }) }`,
+            { arguments: [s, scope] },
+          )) as [string, string, string];
         const strings = ['TOKENS', 'tenant:a/workspace:b', '', 'quote " and \\ backslash', 'tab\tnewline\nnul\u0000bell\u0007', 'unicode é ✓ \u007f'];
         for (const s of strings) {
-          const [str, bal] = (await c.eval(
-            `${LIB}
-            local b = { scope = ARGV[1], unit = ARGV[1], allocated = 10, reserved = 3, spent = 2, debt = 1, limit = 5, over = true }
-            return { jstr(ARGV[1]), balances_json({ b }) }`,
-            { arguments: [s] },
-          )) as [string, string];
+          const [str] = await run(s, 'tenant:a');
           assert.equal(str, JSON.stringify(s), `jstr of ${JSON.stringify(s)}`);
-          const amount = (x: number) => ({ unit: s, amount: x });
+        }
+        // Scopes and units go into balances unescaped (q in lua/lib.ts): every character a scope
+        // may hold is one JSON writes as itself (checked below), and units are the protocol's enum.
+        for (const scope of ['tenant:a', 'tenant:acme-1/workspace:w.2/app:a_3/workflow:f/agent:b/toolset:t']) {
+          const [, bal, arr] = await run('', scope);
+          const amount = (x: number) => ({ unit: 'TOKENS', amount: x });
           assert.deepEqual(JSON.parse(bal), [
-            { scope: s, scope_path: s, remaining: amount(4), reserved: amount(3), spent: amount(2), allocated: amount(10), debt: amount(1), overdraft_limit: amount(5), is_over_limit: true },
+            { scope, scope_path: scope, remaining: amount(4), reserved: amount(3), spent: amount(2), allocated: amount(10), debt: amount(1), overdraft_limit: amount(5), is_over_limit: true },
           ]);
+          assert.equal(arr, JSON.stringify([scope, scope]));
         }
       } finally {
         await c.close();
       }
+    });
+
+    test('no scope, tenant id or unit the server accepts holds a character JSON would escape', async () => {
+      const { deriveScopes, parseBudgetScope } = await import('../../src/ledger/scopes.js');
+      const { UNITS } = await import('../../src/ledger/amounts.js');
+      for (const u of UNITS) assert.equal(JSON.stringify(u), `"${u}"`);
+      const escaped = [...Array.from({ length: 0x80 }, (_, i) => String.fromCharCode(i)), '\u2028', 'é'].filter((ch) => JSON.stringify(ch) !== `"${ch}"`);
+      assert.ok(escaped.includes('"') && escaped.includes('\\') && escaped.includes('\n'));
+      for (const ch of escaped) {
+        assert.throws(() => deriveScopes({ tenant: `a${ch}b` }), /must match/, `subject value with ${JSON.stringify(ch)}`);
+        assert.throws(() => parseBudgetScope(`tenant:a/workspace:a${ch}b`), /must be 1-128 characters/, `budget scope with ${JSON.stringify(ch)}`);
+      }
+      // Reservation ids embed the tenant id, whose pattern admits only [a-z0-9-].
+      const r = await srv.client.post('/v1/admin/tenants', { tenant_id: 'quo"te', name: 'x' }, { admin: true });
+      assert.equal(r.status, 400);
     });
 
     test('amounts up to 2^53-1 are exact, and range refusals match SQLite', async () => {

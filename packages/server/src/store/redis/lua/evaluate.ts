@@ -113,7 +113,7 @@ return run(function()
   local expires = now + ttl
   local budgeted = {}
   for i, b in ipairs(budgets) do budgeted[i] = b.scope end
-  local budgeted_json = jarr(budgeted)
+  local budgeted_json = scopes_array(budgeted)
 
   local fields = { 'reservation_id', rid, 'tenant_id', tenant_id, 'status', 'ACTIVE', 'subject', subject_json, 'action', action_json,
     'unit', unit, 'reserved', int(estimate), 'scope_path', scope_path, 'affected_scopes', affected_json, 'budgeted_scopes', budgeted_json,
@@ -133,7 +133,7 @@ return run(function()
   if transitions_fire(budgets, held) then
     emitted = emit(KEYS[11], 'reserve', now, ctx, ',"rid":' .. jstr(rid) .. ',"b":' .. budget_pairs_json(budgets, held))
   end
-  local body = '{"decision":"' .. decision .. '","reservation_id":' .. jstr(rid) .. ',"reserved":' .. amt(unit, estimate) ..
+  local body = '{"decision":"' .. decision .. '","reservation_id":' .. q(rid) .. ',"reserved":' .. amt(unit, estimate) ..
     ',"expires_at_ms":' .. int(expires) .. ',"remaining_ttl_ms":' .. int(ttl) .. ',"scope_path":' .. scope_path_json ..
     ',"affected_scopes":' .. affected_json .. caps_field .. ',"balances":' .. balances_json(held) .. '}'
   record(KEYS[2], hash, 200, body, rid, now, horizon(now, expires + grace))

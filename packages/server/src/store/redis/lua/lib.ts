@@ -30,12 +30,18 @@ local function jstr(s)
   local out = string.gsub(s, NEEDS_ESCAPE, function(c) return ESC[c] or string.format('\\u%04x', string.byte(c)) end)
   return '"' .. out .. '"'
 end
-local function jarr(list)
+-- Quotes a string built only from checked characters: units (the protocol's enum), scopes
+-- (ledger/scopes.ts allows letters, digits, '_', '.', '-', ':' and '/') and server-made ids.
+-- Nothing in them needs escaping, and jstr's scan for what does is a pattern match at every
+-- character, the dearest step of a reply body in Lua.
+local function q(s) return '"' .. s .. '"' end
+-- A JSON array of scopes.
+local function scopes_array(list)
   local parts = {}
-  for i, s in ipairs(list) do parts[i] = jstr(s) end
+  for i, s in ipairs(list) do parts[i] = q(s) end
   return '[' .. table.concat(parts, ',') .. ']'
 end
-local function amt(unit, x) return '{"unit":' .. jstr(unit) .. ',"amount":' .. int(x) .. '}' end
+local function amt(unit, x) return '{"unit":' .. q(unit) .. ',"amount":' .. int(x) .. '}' end
 
 local function fail(...) error({ cycles = true, reply = { 'ERR', ... } }) end
 
@@ -87,9 +93,10 @@ local function read_budget(key, scope, unit)
     debt = tonumber(v[4]), limit = tonumber(v[5]), over = (v[6] == '1'), status = v[7], policy = (not blank(v[8])) and v[8] or nil }
 end
 
+-- A budget to change; orig is the budget as read, so that write_budget writes only what changed.
 local function copy(b)
   return { key = b.key, scope = b.scope, unit = b.unit, allocated = b.allocated, reserved = b.reserved, spent = b.spent,
-    debt = b.debt, limit = b.limit, over = b.over, status = b.status, policy = b.policy }
+    debt = b.debt, limit = b.limit, over = b.over, status = b.status, policy = b.policy, orig = b.orig or b }
 end
 
 -- Splits on a one-character separator, keeping empty fields (like JavaScript's split).
@@ -147,14 +154,23 @@ end
 
 local function remaining(b) return b.allocated - b.spent - b.reserved - b.debt end
 
+-- Writes the amounts that differ from the budget as read, and updated_at: a reserve changes only
+-- reserved, and each field left out of the HSET saves formatting it and replacing it in the hash.
 local function write_budget(b, now)
-  redis.call('HSET', b.key, 'allocated', int(b.allocated), 'reserved', int(b.reserved), 'spent', int(b.spent), 'debt', int(b.debt),
-    'overdraft_limit', int(b.limit), 'is_over_limit', b.over and '1' or '0', 'updated_at', int(now))
+  local o = b.orig or {}
+  local set = { 'updated_at', int(now) }
+  if b.reserved ~= o.reserved then set[#set + 1] = 'reserved'; set[#set + 1] = int(b.reserved) end
+  if b.spent ~= o.spent then set[#set + 1] = 'spent'; set[#set + 1] = int(b.spent) end
+  if b.debt ~= o.debt then set[#set + 1] = 'debt'; set[#set + 1] = int(b.debt) end
+  if b.over ~= o.over then set[#set + 1] = 'is_over_limit'; set[#set + 1] = b.over and '1' or '0' end
+  if b.allocated ~= o.allocated then set[#set + 1] = 'allocated'; set[#set + 1] = int(b.allocated) end
+  if b.limit ~= o.limit then set[#set + 1] = 'overdraft_limit'; set[#set + 1] = int(b.limit) end
+  redis.call('HSET', b.key, unpack(set))
 end
 
 local function balance_json(b)
   -- One string per operand of a single concatenation: each amount shares the unit's prefix.
-  local u, s = '{"unit":' .. jstr(b.unit) .. ',"amount":', jstr(b.scope)
+  local u, s = '{"unit":' .. q(b.unit) .. ',"amount":', q(b.scope)
   return '{"scope":' .. s .. ',"scope_path":' .. s .. ',"remaining":' .. u .. int(remaining(b)) ..
     '},"reserved":' .. u .. int(b.reserved) .. '},"spent":' .. u .. int(b.spent) .. '},"allocated":' .. u .. int(b.allocated) ..
     '},"debt":' .. u .. int(b.debt) .. '},"overdraft_limit":' .. u .. int(b.limit) .. '},"is_over_limit":' .. (b.over and 'true' or 'false') .. '}'
