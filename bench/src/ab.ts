@@ -24,7 +24,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { BACKENDS, OPS, type Backend, type Op } from './plan.js';
-import { killAll, ProcessMonitor, serverEntryAt, setNiceness, type Started } from './processes.js';
+import { killAll, ProcessMonitor, serverEntryAt, setNiceness, typedPath, type Started } from './processes.js';
 import { Admin, type Tenant } from './provision.js';
 import { requestsFor, startBackend } from './runner.js';
 import { ratios, round } from './stats.js';
@@ -228,7 +228,7 @@ try {
     ...(stealLine ? ['', stealLine] : []),
   ].join('\n');
   process.stdout.write(md + '\n');
-  const outDir = resolve(args.out ?? join(repoRoot, 'bench/results'));
+  const outDir = args.out === undefined ? join(repoRoot, 'bench/results') : typedPath(args.out);
   mkdirSync(outDir, { recursive: true });
   const file = join(outDir, `${new Date().toISOString().replace(/[:.]/g, '-')}-ab.json`);
   const strip = ({ server: _s, driver: _d, tenants: _t, ...rest }: Side) => rest;

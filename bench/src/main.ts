@@ -23,7 +23,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { BACKENDS, FULL_TIMING, fullMatrix, LIST_SORTS, OP_METHOD, OPS, QUICK_TIMING, type Backend, type Cell, type CellShape, type Op } from './plan.js';
-import { killAll, serverEntryAt, setNiceness, startCeiling, StartError, waitForQuietMachine } from './processes.js';
+import { killAll, serverEntryAt, setNiceness, startCeiling, StartError, typedPath, waitForQuietMachine } from './processes.js';
 import { formatGcSummary, summarizeGcTrace } from './gc-summary.js';
 import { formatSummary, summarizeProfile, type CpuProfile } from './profile-summary.js';
 import { applyAdjacentCeiling, applyCeilings, ceilingTable, evaluateTargets, isTargetCell, resultsTable, targetsTable, type SkippedBackend } from './report.js';
@@ -385,7 +385,7 @@ async function main(): Promise<number> {
     runId: randomBytes(3).toString('hex'),
     timing,
   };
-  const outDir = resolve(args.out ?? join(repoRoot, 'bench/results'));
+  const outDir = args.out === undefined ? join(repoRoot, 'bench/results') : typedPath(args.out);
   if (args.profile) return runProfile(ctx, outDir);
   if (args.gc) return runGc(ctx, outDir);
   return runBenchmarks(ctx, outDir);
