@@ -81,8 +81,10 @@ export function captureDecision(req: FastifyRequest, reply: FastifyReply, payloa
   const op = operationOf(req);
   if (op !== 'reserve' && op !== 'decide') return;
   const head = payload.length > 2048 ? payload.slice(0, 2048) : payload;
-  req.outcome.decision = DECISION.exec(head)?.[1];
-  req.outcome.reason = REASON.exec(head)?.[1];
+  const decision = DECISION.exec(head)?.[1];
+  req.outcome.decision = decision;
+  // Only a denial carries a reason_code; an allowing reply (most of them) is not scanned for one.
+  req.outcome.reason = decision === 'DENY' ? REASON.exec(head)?.[1] : undefined;
 }
 
 function tenantOf(req: FastifyRequest): string | undefined {
