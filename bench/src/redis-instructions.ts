@@ -16,24 +16,12 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createClient } from 'redis';
-import { freePort, typedPath } from './processes.js';
+import { distOf, loadBuild, provisionTenant, reserveRequest } from './builds.js';
+import { freePort } from './processes.js';
 import { round } from './stats.js';
-
-interface Reply {
-  status: number;
-  body: string;
-}
-interface RedisStoreLike {
-  createTenant(t: object): Promise<unknown>;
-  createBudget(b: object): Promise<unknown>;
-  reserve(cmd: object): Promise<Reply>;
-  commit(cmd: object): Promise<Reply>;
-  close(): Promise<void>;
-}
 
 const { values: args } = parseArgs({
   options: {
@@ -57,8 +45,6 @@ for (const tool of ['valgrind', 'callgrind_control', 'redis-server']) {
   if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) throw new Error(`${tool} is not on the PATH (bench:redis runs redis-server under valgrind)`);
 }
 
-const ownDist = join(dirname(fileURLToPath(import.meta.url)), '../../packages/server/dist');
-const distOf = (path: string | undefined): string => (path === undefined ? ownDist : typedPath(path));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A redis-server under callgrind on a free port; `dump` writes the counters since the last zero. */
@@ -104,33 +90,25 @@ async function startCountedRedis() {
 }
 
 /** Instructions Redis executes per operation of one build's RedisStore. */
-async function count1(dist: string): Promise<number> {
-  const load = (path: string): Promise<Record<string, unknown>> => import(pathToFileURL(join(dist, path)).href) as Promise<Record<string, unknown>>;
-  const [{ RedisStore }, { requestHash }, { deriveScopes }] = await Promise.all([load('store/redis/store.js'), load('ledger/ops/shared.js'), load('ledger/scopes.js')]);
-  const hashOf = requestHash as (endpoint: string, body: unknown, reservationId?: string) => string;
-  const scopesOf = deriveScopes as (subject: object) => unknown;
+async function instructionsPerOp(dist: string): Promise<number> {
+  const build = await loadBuild(dist, 'store/redis/store.js', 'RedisStore');
   const redis = await startCountedRedis();
-  const store = new (RedisStore as new (o: object) => RedisStoreLike)({ url: redis.url, prefix: 'bench:' });
+  const store = new build.store({ url: redis.url, prefix: 'bench:' });
   try {
-    const now = Date.now();
-    const tenantId = 'bench-0';
-    await store.createTenant({ tenant_id: tenantId, name: tenantId, status: 'ACTIVE', created_at: now });
-    for (const scope of [`tenant:${tenantId}`, `tenant:${tenantId}/workspace:w1`, `tenant:${tenantId}/workspace:w1/app:a2`]) {
-      await store.createBudget({ ledger_id: `led-${scope}`, tenant_id: tenantId, scope, unit: 'TOKENS', allocated: 1e15, reserved: 0, spent: 0, debt: 0, overdraft_limit: 0, is_over_limit: false, status: 'ACTIVE', created_at: now, updated_at: now });
-    }
-    const subject = { tenant: tenantId, workspace: 'w1', app: 'a2' };
-    const scopes = scopesOf(subject);
+    const subject = await provisionTenant(store, 'bench-0', Date.now());
+    const tenantId = subject.tenant;
+    const scopes = build.deriveScopes(subject);
     const ctx = { requestId: 'req_0123456789abcdef01234567', traceId: '0123456789abcdef0123456789abcdef', actor: { type: 'api_key', key_id: 'key_0123456789abcdef', source_ip: '127.0.0.1' } };
     let next = 0;
     const one = async () => {
       const i = next++;
-      const request = { idempotency_key: `k-${i}`, subject, action: { kind: 'llm.completion', name: 'bench' }, estimate: { unit: 'TOKENS', amount: 100 }, ttl_ms: 3_600_000 };
-      const r = await store.reserve({ ctx, tenantId, request, scopes, hash: hashOf('reserve', request) });
+      const request = reserveRequest(`k-${i}`, subject);
+      const r = await store.reserve({ ctx, tenantId, request, scopes, hash: build.requestHash('reserve', request) });
       if (r.status !== 200) throw new Error(`reserve answered ${r.status}: ${r.body}`);
       if (op !== 'lifecycle') return;
       const reservationId = (JSON.parse(r.body) as { reservation_id: string }).reservation_id;
       const commit = { idempotency_key: `c-${i}`, actual: { unit: 'TOKENS', amount: 80 } };
-      const c = await store.commit({ ctx, reservationId, callerTenant: tenantId, request: commit, hash: hashOf('commit', commit, reservationId) });
+      const c = await store.commit({ ctx, reservationId, callerTenant: tenantId, request: commit, hash: build.requestHash('commit', commit, reservationId) });
       if (c.status !== 200) throw new Error(`commit answered ${c.status}: ${c.body}`);
     };
     // Each loop takes the next operation's number before it awaits, so exactly n run.
@@ -151,10 +129,10 @@ async function count1(dist: string): Promise<number> {
 }
 
 const label = op === 'lifecycle' ? 'reserve+commit' : 'reserve';
-const a = await count1(distOf(args.dist));
+const a = await instructionsPerOp(distOf(args.dist));
 console.log(`A (${distOf(args.dist)}): ${Math.round(a).toLocaleString('en-US')} Redis instructions per ${label} (${ops} measured, ${concurrency} concurrent, depth 3, one tenant)`);
 if (args.b !== undefined) {
-  const b = await count1(distOf(args.b));
+  const b = await instructionsPerOp(distOf(args.b));
   console.log(`B (${distOf(args.b)}): ${Math.round(b).toLocaleString('en-US')} Redis instructions per ${label}`);
   console.log(`B/A: ${round(b / a, 3)}`);
 }

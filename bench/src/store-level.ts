@@ -15,22 +15,10 @@
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { typedPath } from './processes.js';
+import { distOf, loadBuild, provisionTenant, reserveRequest } from './builds.js';
 import { ratios, round, Samples } from './stats.js';
-
-interface Reply {
-  status: number;
-  body: string;
-}
-interface StoreLike {
-  createTenant(t: object): Promise<unknown>;
-  createBudget(b: object): Promise<unknown>;
-  reserve(cmd: object): Promise<Reply>;
-  close(): Promise<void>;
-}
 
 const { values: args } = parseArgs({
   options: {
@@ -55,9 +43,6 @@ if (!(tenants >= 1 && concurrency >= 1 && checkpointMs >= 0) || (args.sync !== '
 const rounds = Number(args.rounds);
 if (!(Number.isInteger(rounds) && rounds >= 1)) throw new Error('--rounds must be a positive integer');
 
-const ownDist = join(dirname(fileURLToPath(import.meta.url)), '../../packages/server/dist');
-const distOf = (path: string | undefined): string => (path === undefined ? ownDist : typedPath(path));
-
 interface Burst {
   reserves: number;
   seconds: number;
@@ -67,20 +52,12 @@ interface Burst {
 
 /** One build's SqliteStore on a fresh file, provisioned, with concurrent reserve loops that run only during a burst. */
 async function openBench(dist: string, name: string) {
-  const load = (path: string): Promise<Record<string, unknown>> => import(pathToFileURL(join(dist, path)).href) as Promise<Record<string, unknown>>;
-  const [{ SqliteStore }, { requestHash }, { deriveScopes }] = await Promise.all([load('store/sqlite/store.js'), load('ledger/ops/shared.js'), load('ledger/scopes.js')]);
-  const hashOf = requestHash as (endpoint: string, body: unknown) => string;
-  const scopesOf = deriveScopes as (subject: object) => unknown;
+  const build = await loadBuild(dist, 'store/sqlite/store.js', 'SqliteStore');
   const dir = mkdtempSync(join(tmpdir(), 'cycles-store-bench-'));
-  const store = new (SqliteStore as new (o: object) => StoreLike)({ dataDir: dir, sync: args.sync, checkpointMs });
+  const store = new build.store({ dataDir: dir, sync: args.sync, checkpointMs });
   const now = Date.now();
-  for (let t = 0; t < tenants; t++) {
-    const id = `bench-${t}`;
-    await store.createTenant({ tenant_id: id, name: id, status: 'ACTIVE', created_at: now });
-    for (const scope of [`tenant:${id}`, `tenant:${id}/workspace:w1`, `tenant:${id}/workspace:w1/app:a2`]) {
-      await store.createBudget({ ledger_id: `led-${scope}`, tenant_id: id, scope, unit: 'TOKENS', allocated: 1e15, reserved: 0, spent: 0, debt: 0, overdraft_limit: 0, status: 'ACTIVE', created_at: now, updated_at: now });
-    }
-  }
+  const subjects: Array<Awaited<ReturnType<typeof provisionTenant>>> = [];
+  for (let t = 0; t < tenants; t++) subjects.push(await provisionTenant(store, `bench-${t}`, now));
   let next = 0;
   const burst = async (durationS: number): Promise<Burst> => {
     let stop = false;
@@ -89,11 +66,10 @@ async function openBench(dist: string, name: string) {
     const client = async () => {
       while (!stop) {
         const i = next++;
-        const tenantId = `bench-${i % tenants}`;
-        const subject = { tenant: tenantId, workspace: 'w1', app: 'a2' };
-        const request = { idempotency_key: `k-${i}`, subject, action: { kind: 'llm.completion', name: 'bench' }, estimate: { unit: 'TOKENS', amount: 100 }, ttl_ms: 3_600_000 };
+        const subject = subjects[i % tenants]!;
+        const request = reserveRequest(`k-${i}`, subject);
         const t0 = performance.now();
-        const r = await store.reserve({ ctx: { actor: { type: 'system' } }, tenantId, request, scopes: scopesOf(subject), hash: hashOf('reserve', request) });
+        const r = await store.reserve({ ctx: { actor: { type: 'system' } }, tenantId: subject.tenant, request, scopes: build.deriveScopes(subject), hash: build.requestHash('reserve', request) });
         if (r.status !== 200) throw new Error(`${name}: reserve answered ${r.status}: ${r.body}`);
         latencies.add(performance.now() - t0);
         reserves++;
