@@ -112,17 +112,24 @@ interface Side {
 }
 
 const opsPerS = (r: Round): number => (r.seconds > 0 ? r.ops / r.seconds : 0);
-const cpuUsPerOp = (r: Round): number | null => (r.cpuS !== null && r.ops > 0 ? (r.cpuS / r.ops) * 1e6 : null);
-const otherUsPerOp = (r: Round): number | null => (r.otherCpuS !== null && r.ops > 0 ? (r.otherCpuS / r.ops) * 1e6 : null);
+/** CPU µs per operation of a burst's CPU seconds `cpuS`. */
+const usPerOp = (cpuS: number | null, r: Round): number | null => (cpuS !== null && r.ops > 0 ? (cpuS / r.ops) * 1e6 : null);
+const cpuUsPerOp = (r: Round): number | null => usPerOp(r.cpuS, r);
+const otherUsPerOp = (r: Round): number | null => usPerOp(r.otherCpuS, r);
 /** All of a side's bursts as one. */
-const total = (s: Side): Round => ({
-  ops: s.rounds.reduce((n, r) => n + r.ops, 0),
-  seconds: s.rounds.reduce((n, r) => n + r.seconds, 0),
-  cpuS: s.rounds.some((r) => r.cpuS === null) ? null : s.rounds.reduce((n, r) => n + r.cpuS!, 0),
-  otherCpuS: s.rounds.some((r) => r.otherCpuS === null) ? null : s.rounds.reduce((n, r) => n + r.otherCpuS!, 0),
-  // Weighted by each burst's length: the steal over all of a side's bursts.
-  stealPct: s.rounds.some((r) => r.stealPct === null) ? null : s.rounds.reduce((n, r) => n + r.stealPct! * r.seconds, 0) / Math.max(1e-9, s.rounds.reduce((n, r) => n + r.seconds, 0)),
-});
+const total = (s: Side): Round => {
+  const sum = (f: (r: Round) => number | null): number | null => (s.rounds.some((r) => f(r) === null) ? null : s.rounds.reduce((n, r) => n + f(r)!, 0));
+  const seconds = sum((r) => r.seconds)!;
+  const stealPctS = sum((r) => (r.stealPct === null ? null : r.stealPct * r.seconds));
+  return {
+    ops: sum((r) => r.ops)!,
+    seconds,
+    cpuS: sum((r) => r.cpuS),
+    otherCpuS: sum((r) => r.otherCpuS),
+    // Weighted by each burst's length: the steal over all of a side's bursts.
+    stealPct: stealPctS === null ? null : stealPctS / Math.max(1e-9, seconds),
+  };
+};
 
 const sides: Side[] = [
   { name: 'A', entry: serverEntryAt(args.a), env: envOf(args['env-a']), errors: 0, errorKinds: {}, rounds: [] },

@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { typedPath } from './processes.js';
+import { median } from './stats.js';
 
 interface CallFrame {
   functionName: string;
@@ -92,8 +93,7 @@ const GAP_CAP_MEDIANS = 4;
 
 export function summarizeProfile(profile: CpuProfile, top = 25): ProfileSummary {
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
-  const sorted = profile.timeDeltas.filter((d) => d > 0).sort((a, b) => a - b);
-  const capUs = GAP_CAP_MEDIANS * (sorted[Math.floor(sorted.length / 2)] ?? 0);
+  const capUs = GAP_CAP_MEDIANS * (median(profile.timeDeltas.filter((d) => d > 0)) ?? 0);
   let gapUs = 0;
   const parent = new Map<number, number>();
   for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
