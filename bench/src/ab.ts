@@ -15,8 +15,8 @@
  *
  * Prints, for each build, operations per second, the server's CPU time per operation and that of
  * everything else but the load generator (with Redis or PostgreSQL, mostly that server's) over all
- * its bursts, and the ratio B/A of each round: its median, its range and in how many rounds B
- * was ahead. Each server's ledger is checked at the end; any failed request or mismatch exits 1.
+ * its bursts, the CPU of the server's busiest thread, and the ratio B/A of each round: its median,
+ * its range and in how many rounds B was ahead. Each server's ledger is checked at the end; any failed request or mismatch exits 1.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -97,6 +97,8 @@ interface Round {
   cpuS: number | null;
   otherCpuS: number | null;
   stealPct: number | null;
+  /** The server's busiest thread, in % of one core (near 100: that thread bounds the build). */
+  busiestPct: number | null;
 }
 
 interface Side {
@@ -120,14 +122,18 @@ const otherUsPerOp = (r: Round): number | null => usPerOp(r.otherCpuS, r);
 const total = (s: Side): Round => {
   const sum = (f: (r: Round) => number | null): number | null => (s.rounds.some((r) => f(r) === null) ? null : s.rounds.reduce((n, r) => n + f(r)!, 0));
   const seconds = sum((r) => r.seconds)!;
-  const stealPctS = sum((r) => (r.stealPct === null ? null : r.stealPct * r.seconds));
+  // Weighted by each burst's length: the share over all of a side's bursts.
+  const meanPct = (f: (r: Round) => number | null): number | null => {
+    const pctS = sum((r) => (f(r) === null ? null : f(r)! * r.seconds));
+    return pctS === null ? null : pctS / Math.max(1e-9, seconds);
+  };
   return {
     ops: sum((r) => r.ops)!,
     seconds,
     cpuS: sum((r) => r.cpuS),
     otherCpuS: sum((r) => r.otherCpuS),
-    // Weighted by each burst's length: the steal over all of a side's bursts.
-    stealPct: stealPctS === null ? null : stealPctS / Math.max(1e-9, seconds),
+    stealPct: meanPct((r) => r.stealPct),
+    busiestPct: meanPct((r) => r.busiestPct),
   };
 };
 
@@ -150,13 +156,13 @@ async function burst(side: Side, durationS: number, measured: boolean): Promise<
   await side.driver!.reconcile(phase);
   side.errors += phase.errors;
   for (const [k, v] of phase.errorKinds) side.errorKinds[k] = (side.errorKinds[k] ?? 0) + v;
-  if (measured) side.rounds.push({ ops: phase.okOps, seconds: phase.elapsedS, cpuS: usage.serverCpuS, otherCpuS: usage.otherCpuS, stealPct: usage.stealCpuPct });
+  if (measured) side.rounds.push({ ops: phase.okOps, seconds: phase.elapsedS, cpuS: usage.serverCpuS, otherCpuS: usage.otherCpuS, stealPct: usage.stealCpuPct, busiestPct: usage.busiestThreadPct });
 }
 
 const describe = (r: Round): string => {
   const cpu = cpuUsPerOp(r);
   const other = otherUsPerOp(r);
-  return `${Math.round(opsPerS(r))} ops/s${cpu === null ? '' : ` ${Math.round(cpu)} µs/op`}${other === null ? '' : ` other ${Math.round(other)} µs/op`}${r.stealPct === null ? '' : ` steal ${Math.round(r.stealPct)}%`}`;
+  return `${Math.round(opsPerS(r))} ops/s${cpu === null ? '' : ` ${Math.round(cpu)} µs/op`}${other === null ? '' : ` other ${Math.round(other)} µs/op`}${r.busiestPct === null ? '' : ` busiest thread ${Math.round(r.busiestPct)}%`}${r.stealPct === null ? '' : ` steal ${Math.round(r.stealPct)}%`}`;
 };
 
 /**
@@ -217,7 +223,7 @@ try {
     const t = total(s);
     const us = cpuUsPerOp(t);
     const other = otherUsPerOp(t);
-    return `| ${s.name} | ${Math.round(opsPerS(t)).toLocaleString('en-US')} | ${us === null ? '–' : round(us, 1)} | ${other === null ? '–' : round(other, 1)} | ${t.stealPct === null ? '–' : Math.round(t.stealPct)} | ${s.errors} | ${ledgers[i]!.mismatches} / ${ledgers[i]!.scopes} |`;
+    return `| ${s.name} | ${Math.round(opsPerS(t)).toLocaleString('en-US')} | ${us === null ? '–' : round(us, 1)} | ${other === null ? '–' : round(other, 1)} | ${t.busiestPct === null ? '–' : Math.round(t.busiestPct)} | ${t.stealPct === null ? '–' : Math.round(t.stealPct)} | ${s.errors} | ${ledgers[i]!.mismatches} / ${ledgers[i]!.scopes} |`;
   };
   const md = [
     `## A/B: ${backend.name} ${op}, ${connections} connections, depth ${depth}, ${tenantCount} tenant(s), ${rounds} rounds of ${seconds} s each`,
@@ -225,8 +231,8 @@ try {
     `A: ${A.entry}${Object.keys(A.env).length ? ` ${JSON.stringify(A.env)}` : ''}`,
     `B: ${B.entry}${Object.keys(B.env).length ? ` ${JSON.stringify(B.env)}` : ''}`,
     '',
-    '| build | ops/s | server CPU µs/op | other CPU µs/op | steal % | errors | ledger mismatches |',
-    '|---|---:|---:|---:|---:|---:|---:|',
+    '| build | ops/s | server CPU µs/op | other CPU µs/op | busiest thread % | steal % | errors | ledger mismatches |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|',
     row(A, 0),
     row(B, 1),
     '',

@@ -3,7 +3,7 @@
  * real deployment, so the load generator (this process) never shares an event loop with them.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { setPriority, tmpdir } from 'node:os';
@@ -184,16 +184,33 @@ export async function startCeiling(): Promise<Started> {
 /** Clock ticks per second of /proc CPU times (USER_HZ, 100 on Linux). */
 const USER_HZ = 100;
 
-/** CPU seconds a process has used (user + system), from /proc/<pid>/stat. */
-function processCpuS(pid: number): number | null {
+/** CPU seconds (user + system) in a /proc stat file: a process's, or one of its threads'. */
+function statCpuS(path: string): number | null {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const stat = readFileSync(path, 'utf8');
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return (Number(f[11]) + Number(f[12])) / USER_HZ;
   } catch {
     return null;
   }
+}
+
+/** CPU seconds a process has used (user + system), from /proc/<pid>/stat. */
+const processCpuS = (pid: number): number | null => statCpuS(`/proc/${pid}/stat`);
+
+/** CPU seconds of each thread of a process, by thread id (threads that end in between drop out). */
+function threadCpuS(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      const s = statCpuS(`/proc/${pid}/task/${tid}/stat`);
+      if (s !== null) out.set(tid, s);
+    }
+  } catch {
+    // Not Linux, or the process is gone: no per-thread figures.
+  }
+  return out;
 }
 
 /**
@@ -245,6 +262,11 @@ export interface Usage {
   stealCpuPct: number | null;
   /** Time no thread on the machine wanted a core, in % of one core (at most 100 × cores). */
   idleCpuPct: number | null;
+  /**
+   * CPU of the server's busiest thread, in % of one core. Near 100 that thread bounds the
+   * throughput (on SQLite, the request thread) whatever the rest of the machine has left.
+   */
+  busiestThreadPct: number | null;
   /** Server CPU seconds used during the window (for CPU time per operation). */
   serverCpuS: number | null;
   /** CPU seconds of everything else during the window: with Redis or PostgreSQL, mostly that server's. */
@@ -264,9 +286,11 @@ export class ProcessMonitor {
   private readonly server0: number | null;
   private readonly client0 = process.cpuUsage();
   private readonly machine0 = machineCpuS();
+  private readonly threads0: Map<string, number>;
 
   constructor(private readonly pid: number) {
     this.server0 = processCpuS(pid);
+    this.threads0 = threadCpuS(pid);
     this.sample();
     this.timer = setInterval(() => this.sample(), RSS_SAMPLE_MS);
   }
@@ -298,6 +322,11 @@ export class ProcessMonitor {
     const c = process.cpuUsage(this.client0);
     const clientCpuS = (c.user + c.system) / 1e6;
     const machine1 = machineCpuS();
+    let busiestS: number | null = null;
+    for (const [tid, s1] of threadCpuS(this.pid)) {
+      const s0 = this.threads0.get(tid);
+      if (s0 !== undefined) busiestS = Math.max(busiestS ?? 0, s1 - s0);
+    }
     const otherCpuS = this.machine0 && machine1 && serverCpuS !== null ? Math.max(0, machine1.busy - this.machine0.busy - serverCpuS - clientCpuS) : null;
     return {
       rssMaxMb: this.n ? Math.round(this.maxKb / 102.4) / 10 : null,
@@ -307,6 +336,7 @@ export class ProcessMonitor {
       otherCpuPct: otherCpuS === null ? null : pctOf(otherCpuS),
       stealCpuPct: this.machine0 && machine1 ? pctOf(machine1.steal - this.machine0.steal) : null,
       idleCpuPct: this.machine0 && machine1 ? pctOf(machine1.idle - this.machine0.idle) : null,
+      busiestThreadPct: busiestS === null ? null : pctOf(busiestS),
       serverCpuS,
       otherCpuS,
     };

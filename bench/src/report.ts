@@ -60,12 +60,12 @@ const int = (v: number): string => Math.round(v).toLocaleString('en-US');
 
 export function ceilingTable(ceilings: CeilingResult[]): string {
   const lines = [
-    '| ceiling | conns | when | req/s | p50 ms | p95 ms | p99 ms | errors | server CPU % | CPU µs/req | client CPU % | other CPU % | steal % | idle % |',
-    '|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| ceiling | conns | when | req/s | p50 ms | p95 ms | p99 ms | errors | server CPU % | busiest thread % | CPU µs/req | client CPU % | other CPU % | steal % | idle % |',
+    '|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const c of ceilings) {
     lines.push(
-      `| bare Fastify ${c.method} | ${c.connections} | ${c.when} | ${int(c.requestsPerS)} | ${f(c.latencyMs.p50, 2)} | ${f(c.latencyMs.p95, 2)} | ${f(c.latencyMs.p99, 2)} | ${c.errors} | ${f(c.serverCpuPct, 0)} | ${f(c.serverCpuUsPerReq, 0)} | ${f(c.clientCpuPct, 0)} | ${f(c.otherCpuPct, 0)} | ${f(c.stealCpuPct, 0)} | ${f(c.idleCpuPct, 0)} |`,
+      `| bare Fastify ${c.method} | ${c.connections} | ${c.when} | ${int(c.requestsPerS)} | ${f(c.latencyMs.p50, 2)} | ${f(c.latencyMs.p95, 2)} | ${f(c.latencyMs.p99, 2)} | ${c.errors} | ${f(c.serverCpuPct, 0)} | ${f(c.busiestThreadPct, 0)} | ${f(c.serverCpuUsPerReq, 0)} | ${f(c.clientCpuPct, 0)} | ${f(c.otherCpuPct, 0)} | ${f(c.stealCpuPct, 0)} | ${f(c.idleCpuPct, 0)} |`,
     );
   }
   return lines.join('\n');
@@ -73,20 +73,20 @@ export function ceilingTable(ceilings: CeilingResult[]): string {
 
 export function resultsTable(results: CellResult[], skipped: SkippedBackend[]): string {
   const lines = [
-    '| backend | operation | conns | depth | tenants | ops/s | req/s | ceiling req/s | ratio | ceiling around | ratio around | p50 ms | p95 ms | p99 ms | errors | ledger mismatches | RSS max MB | start-up ms | server CPU % | CPU µs/op | other CPU % | steal % | idle % |',
-    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| backend | operation | conns | depth | tenants | ops/s | req/s | ceiling req/s | ratio | ceiling around | ratio around | p50 ms | p95 ms | p99 ms | errors | ledger mismatches | RSS max MB | start-up ms | server CPU % | busiest thread % | CPU µs/op | other CPU % | steal % | idle % |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of results) {
     if (r.status === 'failed') {
-      lines.push(`| ${r.backend} | ${r.label} | ${r.connections} | ${r.depth} | ${r.tenants} | FAILED: ${cell(r.reason ?? '')} | | | | | | | | | ${r.errors} | | | | | | | | |`);
+      lines.push(`| ${r.backend} | ${r.label} | ${r.connections} | ${r.depth} | ${r.tenants} | FAILED: ${cell(r.reason ?? '')} | | | | | | | | | ${r.errors} | | | | | | | | | |`);
       continue;
     }
     const ledger = r.ledger ? `${r.ledger.mismatches} / ${r.ledger.scopes}` : '–';
     lines.push(
-      `| ${r.backend} | ${r.label} | ${r.connections} | ${r.depth} | ${r.tenants} | ${int(r.opsPerS)} | ${int(r.requestsPerS)} | ${r.ceilingRps === null ? '–' : int(r.ceilingRps)} | ${pct(r.ratio)} | ${r.adjacentCeilingRps == null ? '–' : int(r.adjacentCeilingRps)} | ${pct(r.adjacentRatio ?? null)} | ${f(r.latencyMs.p50, 2)} | ${f(r.latencyMs.p95, 2)} | ${f(r.latencyMs.p99, 2)} | ${r.errors} | ${ledger} | ${f(r.rssMaxMb)} | ${r.startupMs} | ${f(r.serverCpuPct, 0)} | ${f(r.serverCpuUsPerOp, 0)} | ${f(r.otherCpuPct, 0)} | ${f(r.stealCpuPct, 0)} | ${f(r.idleCpuPct, 0)} |`,
+      `| ${r.backend} | ${r.label} | ${r.connections} | ${r.depth} | ${r.tenants} | ${int(r.opsPerS)} | ${int(r.requestsPerS)} | ${r.ceilingRps === null ? '–' : int(r.ceilingRps)} | ${pct(r.ratio)} | ${r.adjacentCeilingRps == null ? '–' : int(r.adjacentCeilingRps)} | ${pct(r.adjacentRatio ?? null)} | ${f(r.latencyMs.p50, 2)} | ${f(r.latencyMs.p95, 2)} | ${f(r.latencyMs.p99, 2)} | ${r.errors} | ${ledger} | ${f(r.rssMaxMb)} | ${r.startupMs} | ${f(r.serverCpuPct, 0)} | ${f(r.busiestThreadPct, 0)} | ${f(r.serverCpuUsPerOp, 0)} | ${f(r.otherCpuPct, 0)} | ${f(r.stealCpuPct, 0)} | ${f(r.idleCpuPct, 0)} |`,
     );
   }
-  for (const s of skipped) lines.push(`| ${s.backend} | SKIPPED: ${cell(s.reason)} | | | | | | | | | | | | | | | | | | | | | |`);
+  for (const s of skipped) lines.push(`| ${s.backend} | SKIPPED: ${cell(s.reason)} | | | | | | | | | | | | | | | | | | | | | | |`);
   return lines.join('\n');
 }
 

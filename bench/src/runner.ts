@@ -48,6 +48,8 @@ export interface CellResult {
   otherCpuPct: number | null;
   stealCpuPct: number | null;
   idleCpuPct: number | null;
+  /** The server's busiest thread, in % of one core: near 100, that thread is what bounds the cell. */
+  busiestThreadPct: number | null;
   /** Server CPU time per successful operation: a cost that competing load on the machine hardly moves. */
   serverCpuUsPerOp: number | null;
   startupMs: number;
@@ -70,6 +72,7 @@ export interface CeilingResult {
   otherCpuPct: number | null;
   stealCpuPct: number | null;
   idleCpuPct: number | null;
+  busiestThreadPct: number | null;
 }
 
 export interface RunContext {
@@ -137,6 +140,7 @@ function toResult(cell: Cell, label: string, res: PhaseResult, extra: { ledger: 
     otherCpuPct: extra.usage.otherCpuPct,
     stealCpuPct: extra.usage.stealCpuPct,
     idleCpuPct: extra.usage.idleCpuPct,
+    busiestThreadPct: extra.usage.busiestThreadPct,
     serverCpuUsPerOp: extra.usage.serverCpuS !== null && res.okOps > 0 ? Math.round((extra.usage.serverCpuS / res.okOps) * 1e7) / 10 : null,
     startupMs: Math.round(extra.startupMs),
     elapsedS: res.elapsedS,
@@ -149,7 +153,7 @@ export function failedResult(cell: Cell, reason: string, startupMs = 0): CellRes
     backend: cell.backend.name, op: cell.op, label: OP_LABEL[cell.op], connections: cell.connections, depth: cell.depth, tenants: cell.tenants,
     status: 'failed', reason, opsPerS: 0, requestsPerS: 0, ceilingRps: null, ratio: null, latencyMs: none, requestLatencyMs: none,
     okOps: 0, errors: 1, errorKinds: { [reason.slice(0, 120)]: 1 }, reconciled: 0, ledger: null, rssMaxMb: null, rssMeanMb: null,
-    serverCpuPct: null, clientCpuPct: 0, otherCpuPct: null, stealCpuPct: null, idleCpuPct: null, serverCpuUsPerOp: null, startupMs, elapsedS: 0,
+    serverCpuPct: null, clientCpuPct: 0, otherCpuPct: null, stealCpuPct: null, idleCpuPct: null, busiestThreadPct: null, serverCpuUsPerOp: null, startupMs, elapsedS: 0,
   };
 }
 
@@ -298,5 +302,6 @@ export async function runCeilingCell(ceiling: Started, method: 'GET' | 'POST', c
     otherCpuPct: usage.otherCpuPct,
     stealCpuPct: usage.stealCpuPct,
     idleCpuPct: usage.idleCpuPct,
+    busiestThreadPct: usage.busiestThreadPct,
   };
 }
