@@ -16,7 +16,8 @@
  * Prints, for each build, operations per second, the server's CPU time per operation and that of
  * everything else but the load generator (with Redis or PostgreSQL, mostly that server's) over all
  * its bursts, the CPU of the server's busiest thread, and the ratio B/A of each round: its median,
- * its range and in how many rounds B was ahead. Each server's ledger is checked at the end; any failed request or mismatch exits 1.
+ * its range and in how many rounds B was ahead. Each server's ledger is checked at the end; any
+ * failed request or mismatch exits 1.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';

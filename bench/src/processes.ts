@@ -264,7 +264,7 @@ export interface Usage {
   idleCpuPct: number | null;
   /**
    * CPU of the server's busiest thread, in % of one core. Near 100 that thread bounds the
-   * throughput (on SQLite, the request thread) whatever the rest of the machine has left.
+   * throughput whatever the rest of the machine has left.
    */
   busiestThreadPct: number | null;
   /** Server CPU seconds used during the window (for CPU time per operation). */
